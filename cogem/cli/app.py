@@ -1,0 +1,74 @@
+"""Command definitions. Heavy imports stay inside the commands that need them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from cogem.cli.render import StepPrinter, audit_lines
+
+app = typer.Typer(
+    help="cogem: run cognitive-emulation reasoners offline and audit their traces.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+_out = Console()
+_err = Console(stderr=True)
+
+
+@app.command()
+def run(
+    scenario: Annotated[str, typer.Argument(help="The situation to reason about.")],
+    model: Annotated[str | None, typer.Option(help="Model: a local HF model dir or hub id (default: embedded SmolLM2; env COGEM_MODEL).")] = None,
+    trace: Annotated[Path | None, typer.Option(help="Where to write the trace (default: under COGEM_HOME/traces).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the final state as JSON instead of a table.")] = False,
+    seed: Annotated[int | None, typer.Option(help="Random seed recorded in the manifest (decoding is greedy).")] = None,
+) -> None:
+    """Run the default reasoner (perceive -> recall -> judge -> plan) on SCENARIO."""
+    from cogem.engine import Reasoner, make_runtime
+    from cogem.engine.run import validate_scenario
+    from cogem.settings import Settings
+
+    settings = Settings.from_env(model=model, seed=seed)
+    validate_scenario(scenario, settings.max_scenario_chars)  # fail before loading a model
+    reasoner = Reasoner.default()
+    printer = StepPrinter(_err if as_json else _out)
+    with _err.status("loading model and memory…"):
+        runtime = make_runtime(settings)
+    with printer.live():
+        result = reasoner.run(scenario, runtime, trace_path=trace, on_event=printer.on_event)
+    if as_json:
+        typer.echo(json.dumps(result.state, ensure_ascii=False, indent=2))
+        _err.print(f"trace: {result.trace_path}")
+    else:
+        printer.print_summary(result.state)
+        _out.print(f"trace: {result.trace_path}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def audit(
+    trace: Annotated[Path, typer.Argument(help="A trace file written by `cogem run`.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the audit report as JSON.")] = False,
+) -> None:
+    """Verify a trace: hash chain, record schemas, module outputs against their schemas."""
+    from cogem.errors import UsageError
+    from cogem.trace import verify_trace
+
+    if not trace.is_file():
+        raise UsageError(f"no such trace file: path={str(trace)!r}")
+    report = verify_trace(trace)
+    if as_json:
+        payload: dict[str, Any] = report.model_dump(mode="json")
+        payload.update(ok=report.ok, first_bad=report.first_bad)
+        typer.echo(json.dumps(payload, indent=2))
+    else:
+        for line in audit_lines(report):
+            _out.print(line, highlight=False, soft_wrap=True)
+    if not report.ok:
+        raise typer.Exit(1)

@@ -1,0 +1,168 @@
+"""One module step: render prompt -> constrained call(s) -> validate -> trace.
+
+Every model call, retrieval and retry is recorded before the step returns, and a step that cannot
+produce valid output raises a typed error instead of writing a default.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from cogem.canonical import sha256_json
+from cogem.engine.render import render_template
+from cogem.engine.runtime import RunContext
+from cogem.errors import LoopBoundError, OutputValidationError, RunError
+from cogem.llm.base import ChatPrompt
+from cogem.schema import parse_and_validate, resolve_schema, validation_error
+from cogem.spec import ModuleSpec
+from cogem.trace.events import LlmCall, ModuleEnd, ModuleStart, Retrieval, ValidationRetry
+
+__all__ = ["run_step"]
+
+
+def run_step(spec: ModuleSpec, state: Mapping[str, Any], ctx: RunContext, *, max_visits: int = 1) -> dict[str, Any]:
+    """Run ``spec`` on ``state`` and return the fields it writes."""
+    visits = ctx.visits.get(spec.name, 0)
+    if visits >= max_visits:
+        raise LoopBoundError(f"module {spec.name!r} would run {visits + 1} times; its bound is {max_visits}")
+    ctx.visits[spec.name] = visits + 1
+    ctx.current = spec.name
+    started = time.perf_counter()
+    step = ctx.next_step()
+    # A module sees only the fields its spec declares: the transparency rule, enforced here.
+    reads = {name: state.get(name) for name in spec.reads}
+    ctx.emit(ModuleStart, module=spec.name, step=step, spec_hash=spec.spec_hash, reads=reads)
+
+    output: dict[str, Any] = {}
+    if spec.choice:
+        output.update(_choose(spec, reads, ctx, step))
+    generation_schema: dict[str, Any] | None = None
+    if spec.output_schema is not None:
+        generation_schema = resolve_schema(spec.output_schema, {**reads, **output})
+    if spec.generates and generation_schema is not None:
+        output.update(_generate(spec, {**reads, **output}, generation_schema, ctx, step))
+    if spec.retrieval:
+        output.update(_retrieve(spec, {**reads, **output}, ctx, step))
+
+    full_schema = spec.full_output_schema(generation_schema)
+    problem = validation_error(output, full_schema)
+    if problem:
+        raise OutputValidationError(f"module {spec.name!r}: step output fails its schema {problem}")
+    ctx.emit(
+        ModuleEnd,
+        module=spec.name,
+        step=step,
+        output=output,
+        output_schema=full_schema,
+        schema_hash=sha256_json(full_schema),
+        latency_ms=_ms(started),
+    )
+    return output
+
+
+def _prompt(spec: ModuleSpec, template: str, values: Mapping[str, Any]) -> ChatPrompt:
+    user = render_template(template, values, spec.untrusted)
+    return ChatPrompt(system=spec.system or None, user=user)
+
+
+def _choose(spec: ModuleSpec, reads: Mapping[str, Any], ctx: RunContext, step: int) -> dict[str, Any]:
+    assert spec.choice is not None
+    choice = spec.choice
+    prompt = _prompt(spec, choice.prompt, {**reads, "options": ", ".join(choice.options)})
+    scores = ctx.runtime.llm.score_options(prompt, choice.options)
+    ctx.emit(
+        LlmCall,
+        module=spec.name,
+        step=step,
+        call="score_options",
+        attempt=1,
+        prompt_text=scores.prompt_text,
+        options=scores.options,
+        logprobs=scores.logprobs,
+        probs=scores.probs,
+        prompt_tokens=scores.prompt_tokens,
+        completion_tokens=0,
+        latency_ms=scores.latency_ms,
+    )
+    # Ties go to the first option in spec order, so the decision is deterministic.
+    best = max(range(len(scores.options)), key=lambda i: (scores.probs[i], -i))
+    return {
+        choice.field: scores.options[best],
+        choice.probs_field: dict(zip(scores.options, scores.probs, strict=True)),
+    }
+
+
+def _generate(
+    spec: ModuleSpec, values: Mapping[str, Any], schema: dict[str, Any], ctx: RunContext, step: int
+) -> dict[str, Any]:
+    schema_hash = sha256_json(schema)
+    user = render_template(spec.prompt, values, spec.untrusted)
+    feedback = ""
+    attempts = spec.bounds.retries + 1
+    for attempt in range(1, attempts + 1):
+        prompt = ChatPrompt(system=spec.system or None, user=user + feedback)
+        gen = ctx.runtime.llm.generate(prompt, schema=schema, max_new_tokens=spec.bounds.max_new_tokens)
+        parsed: dict[str, Any] | None = None
+        error: OutputValidationError | None = None
+        try:
+            parsed = parse_and_validate(gen.text, schema, module=spec.name)
+        except OutputValidationError as exc:
+            error = exc
+            if gen.finish_reason == "length":
+                error = OutputValidationError(f"{exc} (stopped at max_new_tokens={spec.bounds.max_new_tokens})")
+        ctx.emit(
+            LlmCall,
+            module=spec.name,
+            step=step,
+            call="generate",
+            attempt=attempt,
+            prompt_text=gen.prompt_text,
+            schema_hash=schema_hash,
+            raw_output=gen.text,
+            parsed=parsed,
+            prompt_tokens=gen.prompt_tokens,
+            completion_tokens=gen.completion_tokens,
+            finish_reason=gen.finish_reason,
+            latency_ms=gen.latency_ms,
+        )
+        if parsed is not None:
+            return parsed
+        assert error is not None
+        if attempt == attempts:
+            raise OutputValidationError(f"{error}; gave up after {attempts} attempt(s)")
+        ctx.emit(ValidationRetry, module=spec.name, step=step, attempt=attempt, error=str(error))
+        # Bounded retry with the validation error fed back, for decoders that cannot enforce the schema.
+        feedback = f"\n\nYour previous reply was invalid ({error}). Reply with valid JSON only."
+    raise RunError("unreachable")  # pragma: no cover - the loop always returns or raises
+
+
+def _retrieve(spec: ModuleSpec, values: Mapping[str, Any], ctx: RunContext, step: int) -> dict[str, Any]:
+    assert spec.retrieval is not None
+    retrieval = spec.retrieval
+    memory = ctx.runtime.memory
+    if memory is None:
+        raise RunError(f"module {spec.name!r} retrieves from memory, but the runtime has no memory store")
+    query = str(values.get(retrieval.query_field) or "")
+    k = ctx.runtime.settings.recall_k or retrieval.k
+    k = min(k, retrieval.k)  # the spec's k is the schema's bound; settings may only lower it
+    started = time.perf_counter()
+    hits = memory.search(query, k)
+    ctx.emit(
+        Retrieval,
+        module=spec.name,
+        step=step,
+        query=query,
+        k=k,
+        hits=[{"id": h.id, "score": h.score, "distance": h.distance, "kind": h.kind, "source": h.source} for h in hits],
+        latency_ms=_ms(started),
+    )
+    return {
+        retrieval.hits_field: [h.model_dump(mode="json") for h in hits],
+        retrieval.ids_field: [h.id for h in hits],
+    }
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000.0, 3)

@@ -1,0 +1,80 @@
+"""The one exception tree of cogem.
+
+Two branches: :class:`UsageError` is the caller's mistake (bad input, bad config, missing file) and
+the CLI exits 2 for it; :class:`RunError` is something that went wrong while running (a model
+output that failed validation, a corrupt store) and the CLI exits 1. Messages name the thing and
+say what to do, because they are printed to users without a traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CogemError",
+    "ConfigError",
+    "GraphError",
+    "InputError",
+    "LoopBoundError",
+    "MemoryStoreError",
+    "ModelNotFoundError",
+    "OutputValidationError",
+    "RunError",
+    "TraceError",
+    "UsageError",
+]
+
+
+class CogemError(Exception):
+    """Root of every error cogem raises on purpose."""
+
+
+class UsageError(CogemError):
+    """The caller asked for something that cannot work; fix the input and retry."""
+
+
+class RunError(CogemError):
+    """A run failed for a reason that is not the caller's input."""
+
+
+class ConfigError(UsageError):
+    """A module spec, setting or graph definition is invalid.
+
+    ``path`` and ``field`` name where, so a user can go straight to the bad line.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, field: str | None = None) -> None:
+        where = []
+        if path is not None:
+            where.append(f"path={path!r}")
+        if field is not None:
+            where.append(f"field={field!r}")
+        super().__init__(f"{message} ({', '.join(where)})" if where else message)
+        self.path = path
+        self.field = field
+
+
+class InputError(UsageError):
+    """A scenario or other run input is unusable (empty, too long, wrong type)."""
+
+
+class ModelNotFoundError(UsageError):
+    """The requested model path or id cannot be found or loaded offline."""
+
+
+class GraphError(UsageError):
+    """A reasoner graph is malformed (unknown node, unbounded loop, unreachable end)."""
+
+
+class OutputValidationError(RunError):
+    """A module's output did not validate against its schema after all retries."""
+
+
+class LoopBoundError(RunError):
+    """A bounded loop would have run past its declared bound."""
+
+
+class MemoryStoreError(RunError):
+    """The vector memory store could not be opened, read or written."""
+
+
+class TraceError(RunError):
+    """A trace file could not be written or read."""

@@ -1,0 +1,16 @@
+"""Audit traces: typed events, a hash-chained writer and a verifier (no heavy imports)."""
+
+from cogem.trace.events import TRACE_VERSION, Event, Manifest
+from cogem.trace.verify import AuditReport, Problem, read_trace, verify_trace
+from cogem.trace.writer import TraceWriter
+
+__all__ = [
+    "TRACE_VERSION",
+    "AuditReport",
+    "Event",
+    "Manifest",
+    "Problem",
+    "TraceWriter",
+    "read_trace",
+    "verify_trace",
+]

@@ -1,0 +1,157 @@
+"""Typed, versioned trace events.
+
+Every line of a trace file is one of these records, serialized as canonical JSON. ``prev`` is the
+``hash`` of the record before it (64 zeros for the first) and ``hash`` is the SHA-256 of the record's
+own canonical JSON without the ``hash`` key, so changing any byte of a record is caught *at that
+record* and removing or reordering records breaks the chain.
+
+This file imports nothing from the graph, the backends or memory: an auditor can read and check a
+trace with only pydantic installed.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+__all__ = [
+    "GENESIS",
+    "TRACE_VERSION",
+    "Event",
+    "EventAdapter",
+    "LlmCall",
+    "Manifest",
+    "ModuleEnd",
+    "ModuleStart",
+    "Retrieval",
+    "RetrievalHit",
+    "RunEnd",
+    "RunError",
+    "RunStart",
+    "ValidationRetry",
+]
+
+TRACE_VERSION = 1
+GENESIS = "0" * 64
+_HEX64 = r"^[0-9a-f]{64}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _EventBase(_Strict):
+    v: Literal[1] = TRACE_VERSION
+    seq: int = Field(ge=0)
+    run_id: str
+    ts: str = Field(description="UTC ISO-8601 time the record was written")
+    prev: str = Field(pattern=_HEX64)
+    hash: str = Field(pattern=_HEX64)
+
+
+class Manifest(_Strict):
+    """Everything needed to know what produced a run and to run it again."""
+
+    cogem_version: str
+    python: str
+    packages: dict[str, str]
+    model: dict[str, Any]
+    memory: dict[str, Any] | None
+    modules: dict[str, str] = Field(description="module name -> spec SHA-256")
+    specs: dict[str, dict[str, Any]] = Field(description="module name -> full spec (canonical)")
+    graph: dict[str, Any]
+    seed: int
+    decoding: dict[str, Any]
+
+
+class RunStart(_EventBase):
+    type: Literal["run_start"] = "run_start"
+    manifest: Manifest
+    inputs: dict[str, Any]
+
+
+class ModuleStart(_EventBase):
+    type: Literal["module_start"] = "module_start"
+    module: str
+    step: int = Field(ge=0)
+    spec_hash: str = Field(pattern=_HEX64)
+    reads: dict[str, Any] = Field(description="the state fields the module declared it reads")
+
+
+class LlmCall(_EventBase):
+    type: Literal["llm_call"] = "llm_call"
+    module: str
+    step: int = Field(ge=0)
+    call: Literal["generate", "score_options"]
+    attempt: int = Field(ge=1)
+    prompt_text: str
+    schema_hash: str | None = None
+    raw_output: str | None = None
+    parsed: Any = None
+    options: list[str] | None = None
+    logprobs: list[float] | None = None
+    probs: list[float] | None = None
+    prompt_tokens: int = Field(ge=0)
+    completion_tokens: int = Field(ge=0)
+    finish_reason: str | None = None
+    latency_ms: float = Field(ge=0)
+
+
+class RetrievalHit(_Strict):
+    id: str
+    score: float
+    distance: float
+    kind: str
+    source: str
+
+
+class Retrieval(_EventBase):
+    type: Literal["retrieval"] = "retrieval"
+    module: str
+    step: int = Field(ge=0)
+    query: str
+    k: int = Field(ge=1)
+    hits: list[RetrievalHit]
+    latency_ms: float = Field(ge=0)
+
+
+class ValidationRetry(_EventBase):
+    type: Literal["validation_retry"] = "validation_retry"
+    module: str
+    step: int = Field(ge=0)
+    attempt: int = Field(ge=1)
+    error: str
+
+
+class ModuleEnd(_EventBase):
+    type: Literal["module_end"] = "module_end"
+    module: str
+    step: int = Field(ge=0)
+    output: dict[str, Any]
+    output_schema: dict[str, Any] = Field(description="the schema as resolved for this step")
+    schema_hash: str = Field(pattern=_HEX64)
+    latency_ms: float = Field(ge=0)
+
+
+class RunError(_EventBase):
+    type: Literal["error"] = "error"
+    module: str | None = None
+    step: int | None = None
+    error_type: str
+    message: str
+
+
+class RunEnd(_EventBase):
+    type: Literal["run_end"] = "run_end"
+    status: Literal["ok", "error"]
+    steps: int = Field(ge=0)
+    final_state: dict[str, Any] | None
+    latency_ms: float = Field(ge=0)
+
+
+Event = Annotated[
+    RunStart | ModuleStart | LlmCall | Retrieval | ValidationRetry | ModuleEnd | RunError | RunEnd,
+    Field(discriminator="type"),
+]
+EventAdapter: TypeAdapter[Event] = TypeAdapter(Event)
