@@ -86,8 +86,9 @@ def _choose(spec: ModuleSpec, reads: Mapping[str, Any], ctx: RunContext, step: i
         completion_tokens=0,
         latency_ms=scores.latency_ms,
     )
-    # Ties go to the first option in spec order, so the decision is deterministic.
-    best = max(range(len(scores.options)), key=lambda i: (scores.probs[i], -i))
+    # Decide on the exact log-probabilities (softmax can round tiny differences away); ties go
+    # to the first option in spec order, so the decision is deterministic.
+    best = max(range(len(scores.options)), key=lambda i: (scores.logprobs[i], -i))
     return {
         choice.field: scores.options[best],
         choice.probs_field: dict(zip(scores.options, scores.probs, strict=True)),

@@ -92,13 +92,15 @@ class SchemaFillingLLM:
     """Answers every call with a valid, deterministic value derived from a hash of the prompt.
 
     ``generate`` returns JSON that satisfies the schema (enums, lengths, item counts honoured);
-    ``score_options`` returns a distribution that depends on the prompt and the option only. Same
+    ``score_options`` returns a distribution that depends on the prompt and the option only, or
+    the fixed ``logprobs`` when given. Same
     prompt, same answer: runs on it are reproducible, which makes it the default fake for
     property tests of whole reasoners.
     """
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, *, logprobs: Sequence[float] | None = None) -> None:
         self.seed = seed
+        self.logprobs = list(logprobs) if logprobs is not None else None  # fixed scores, if given
         self.calls = 0
 
     @property
@@ -123,6 +125,8 @@ class SchemaFillingLLM:
         self.calls += 1
         if not options or len(set(options)) != len(options):
             raise UsageError("options must be non-empty and unique")
+        if self.logprobs is not None:
+            return _scores(prompt, options, self.logprobs)
         logprobs = [-1.0 - (_draw(f"{self.seed}:{_text(prompt)}:{o}") % 400) / 100.0 for o in options]
         return _scores(prompt, options, logprobs)
 
