@@ -38,7 +38,8 @@ _HEX64 = r"^[0-9a-f]{64}$"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN/Infinity must fail loudly (canonical JSON refuses them), not turn into null silently.
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
 
 
 class _EventBase(_Strict):
