@@ -73,7 +73,7 @@ class ModuleSpec(_Strict):
     writes: list[str]
     untrusted: list[str] = Field(default_factory=list, description="read fields quoted as data")
     system: str = ""
-    prompt: str = Field(min_length=1, description="user turn for generation; {field} placeholders")
+    prompt: str = Field(default="", description="user turn for generation; {field} placeholders")
     output_schema: dict[str, Any] | None = None
     choice: Choice | None = None
     retrieval: RetrievalSpec | None = None
@@ -174,6 +174,8 @@ def _check_consistency(spec: ModuleSpec) -> None:
             raise ValueError(f"output_schema: x-cogem fields {sorted(missing)} are not declared in reads")
     if not spec.choice and not spec.generates:
         raise ValueError("output_schema: a module needs a choice or generated fields")
+    if spec.generates and not spec.prompt.strip():
+        raise ValueError("prompt: a module that generates fields needs a prompt")
     if spec.retrieval:
         generated = set((spec.output_schema or {}).get("properties", {}))
         if spec.retrieval.query_field not in generated | reads:

@@ -48,7 +48,7 @@ def run(
         _err.print(f"trace: {result.trace_path}")
     else:
         printer.print_summary(result.state)
-        _out.print(f"trace: {result.trace_path}", highlight=False, soft_wrap=True)
+        _out.print(f"trace: {result.trace_path}", highlight=False, soft_wrap=True, markup=False)
 
 
 @app.command()
@@ -69,6 +69,6 @@ def audit(
         typer.echo(json.dumps(payload, indent=2))
     else:
         for line in audit_lines(report):
-            _out.print(line, highlight=False, soft_wrap=True)
+            _out.print(line, highlight=False, soft_wrap=True, markup=False)
     if not report.ok:
         raise typer.Exit(1)

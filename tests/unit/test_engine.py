@@ -128,7 +128,6 @@ def _critic() -> ModuleSpec:
         purpose="decide whether to look again",
         reads=["scenario", "summary"],
         writes=["again", "again_probs"],
-        prompt="{scenario} {summary} Look again?",
         choice={"field": "again", "probs_field": "again_probs", "options": ["yes", "no"], "prompt": "{scenario}? {options}"},
     )
 

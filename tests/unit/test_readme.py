@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from tests.readme_blocks import blocks
+
+
+def test_readme_testing_example_runs_on_fakes() -> None:
+    (example,) = [b for b in blocks("python") if "fake_runtime" in b]
+    namespace: dict[str, object] = {}
+    exec(compile(example, "README.md", "exec"), namespace)
+    tests = [v for k, v in namespace.items() if k.startswith("test_") and callable(v)]
+    assert tests
+    for test in tests:
+        test()
+
+
+def test_readme_quick_start_has_exactly_two_commands() -> None:
+    quick = blocks("bash")[:2]
+    assert quick == ["make demo\n", "make test\n"]
