@@ -64,3 +64,8 @@ def test_audit_intact_and_tampered(tmp_path: Path) -> None:
 def test_audit_missing_file_is_usage_error(tmp_path: Path) -> None:
     done = cogem("audit", str(tmp_path / "nope.jsonl"))
     assert done.returncode == 2 and "nope.jsonl" in done.stderr
+
+
+def test_unknown_flag_is_usage_error() -> None:
+    done = cogem("run", "--bogus", "x")
+    assert done.returncode == 2 and "No such option" in done.stderr

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +18,7 @@ import jsonschema
 import pytest
 
 from cogem.errors import ModelNotFoundError, UsageError
-from cogem.llm import LLM, ChatPrompt
-from cogem.llm import model_files
+from cogem.llm import LLM, ChatPrompt, model_files
 from cogem.llm.transformers_backend import TransformersLLM, _grammar_schema
 
 PROMPT = ChatPrompt(
@@ -79,11 +81,45 @@ def test_path_like_settings_are_not_hub_ids(setting: str) -> None:
 
 def test_dir_without_safetensors_is_refused(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(ModelNotFoundError, match="no \\*.safetensors"):
+    with pytest.raises(ModelNotFoundError, match=r"no \*\.safetensors"):
         TransformersLLM.load(str(tmp_path))
     (tmp_path / "pytorch_model.bin").write_bytes(b"not really a pickle")
     with pytest.raises(ModelNotFoundError, match="pickle"):
         TransformersLLM.load(str(tmp_path))
+
+
+def test_bounded_strings_compile_to_valid_json_only() -> None:
+    import xgrammar
+    from xgrammar.testing import _is_grammar_accept_string
+
+    schema = {"type": "string", "minLength": 1, "maxLength": 5}
+    grammar = xgrammar.Grammar.from_json_schema(
+        json.dumps(_grammar_schema(schema)), any_whitespace=False
+    )
+    assert _is_grammar_accept_string(grammar, '"abcde"')
+    assert not _is_grammar_accept_string(grammar, '"abcdef"')
+    assert not _is_grammar_accept_string(grammar, '""')
+    assert not _is_grammar_accept_string(grammar, '"a\tb"')  # a raw TAB is not JSON
+    long = {"type": "string", "maxLength": 300}  # too big for xgrammar's regex path
+    assert _grammar_schema(long) == long
+
+
+@pytest.mark.skipif(
+    os.environ.get("HF_HUB_OFFLINE") != "1", reason="needs HF_HUB_OFFLINE=1 to fail fast"
+)
+def test_unknown_hub_id_offline_is_model_not_found() -> None:
+    with pytest.raises(ModelNotFoundError, match="cogem-test/no-such-model"):
+        TransformersLLM.load("cogem-test/no-such-model")
+
+
+def test_importing_cogem_llm_stays_light() -> None:
+    code = (
+        "import sys, cogem.llm, cogem.llm.model_files; "
+        "heavy = {'torch', 'transformers', 'xgrammar'} & set(sys.modules); "
+        "assert not heavy, heavy; "
+        "assert 'TransformersLLM' in cogem.llm.__all__"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_setting_resolution() -> None:
@@ -142,6 +178,12 @@ def test_generation_is_deterministic_and_reports_length(llm: TransformersLLM) ->
 
 
 @pytest.mark.integration
+def test_too_long_prompt_is_a_usage_error(llm: TransformersLLM) -> None:
+    with pytest.raises(UsageError, match="context window"):
+        llm.generate("word " * 9000, max_new_tokens=1)
+
+
+@pytest.mark.integration
 def test_raw_prompt_is_used_verbatim(llm: TransformersLLM) -> None:
     generation = llm.generate("The capital of France is", max_new_tokens=3)
     assert generation.prompt_text == "The capital of France is"
@@ -180,7 +222,9 @@ def test_score_options_is_exact(llm: TransformersLLM, prompt: Any, options: list
     assert all(lp <= 0.0 for lp in scores.logprobs)
     assert scores.option_tokens[-1] > 1  # the multi-token path through the cache is exercised
     for option, logprob in zip(options, scores.logprobs, strict=True):
-        assert logprob == pytest.approx(_brute_force_logprob(llm, scores.prompt_text, option), abs=1e-4)
+        assert logprob == pytest.approx(
+            _brute_force_logprob(llm, scores.prompt_text, option), abs=1e-4
+        )
     assert llm.score_options(prompt, options).logprobs == scores.logprobs
 
 
@@ -224,3 +268,19 @@ def test_fresh_cache_round_trips_bit_identical(
     again = TransformersLLM.load()
     assert again.info == cached.info
     assert again.info.weights_sha256 == llm.info.weights_sha256
+
+
+@pytest.mark.integration
+def test_local_dir_setting_loads_a_plain_model_folder(llm: TransformersLLM) -> None:
+    """The dequantized cache is an ordinary safetensors folder: loading it as a local model
+    (the path any user model takes) gives the same scores and a folder weights hash."""
+    folder = model_files.gguf_cache_dir(llm.info.weights_sha256)
+    local = TransformersLLM.load(str(folder))
+    assert local.info.source == "local-dir"
+    assert local.info.model_id == str(folder.resolve())
+    assert local.info.weights_sha256 == model_files.dir_weights_sha256(folder)
+    assert local.info.parameters == llm.info.parameters
+    options = ["acceptable", "wrong"]
+    assert (
+        local.score_options(PROMPT, options).logprobs == llm.score_options(PROMPT, options).logprobs
+    )
