@@ -29,7 +29,7 @@ demo: setup
 	$(VENV)/bin/cogem run --trace $(DEMO_TRACE) "$(DEMO_SCENARIO)"
 	$(VENV)/bin/cogem audit $(DEMO_TRACE)
 
-test: setup
+test: setup lint
 	$(PY) -m pytest
 
 bench: setup

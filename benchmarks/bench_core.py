@@ -87,12 +87,16 @@ def main() -> None:
         print(json.dumps(results, indent=2))
         return
     print(f"model                     {results['model']}")
-    print(f"cold start, first load    {results['first_load_s']:.2f} s (dequantize GGUF + write cache)")
+    print(
+        f"cold start, first load    {results['first_load_s']:.2f} s (dequantize GGUF + write cache)"
+    )
     print(f"cold start, cached load   {results['cached_load_s']:.2f} s")
     print(f"memory open + seed        {results['memory_open_and_seed_s']:.2f} s")
     for module, value in results["module_median_s"].items():
         print(f"module {module:<18} {value:.2f} s (median of {args.episodes})")
-    print(f"whole episode             {results['episode_median_s']:.2f} s median, {results['episode_max_s']:.2f} s max")
+    print(
+        f"whole episode             {results['episode_median_s']:.2f} s median, {results['episode_max_s']:.2f} s max"
+    )
     print(f"generated tokens/episode  {results['generated_tokens_per_episode']}")
 
 

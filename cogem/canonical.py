@@ -15,7 +15,9 @@ __all__ = ["canonical_json", "sha256_hex", "sha256_json"]
 
 def canonical_json(value: Any) -> str:
     """Serialize ``value`` canonically (sorted keys, compact, non-ASCII kept)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
 
 
 def sha256_hex(data: str | bytes) -> str:

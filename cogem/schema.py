@@ -22,7 +22,14 @@ import jsonschema
 
 from cogem.errors import OutputValidationError, RunError
 
-__all__ = ["ENUM_FROM", "CONST_FROM", "dependencies", "parse_and_validate", "resolve_schema", "validation_error"]
+__all__ = [
+    "CONST_FROM",
+    "ENUM_FROM",
+    "dependencies",
+    "parse_and_validate",
+    "resolve_schema",
+    "validation_error",
+]
 
 ENUM_FROM = "x-cogem-enum-from"
 CONST_FROM = "x-cogem-const-from"
@@ -84,7 +91,9 @@ def _resolve(node: Any, state: Mapping[str, Any]) -> Any:
 
 def validation_error(instance: Any, schema: Mapping[str, Any]) -> str | None:
     """The first validation error message, or None when ``instance`` is valid."""
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(instance))
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(schema).iter_errors(instance)
+    )
     if error is None:
         return None
     where = "/".join(str(p) for p in error.absolute_path) or "(root)"
@@ -96,7 +105,9 @@ def parse_and_validate(text: str, schema: Mapping[str, Any], *, module: str) -> 
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise OutputValidationError(f"module {module!r}: output is not valid JSON ({exc.msg} at char {exc.pos})") from exc
+        raise OutputValidationError(
+            f"module {module!r}: output is not valid JSON ({exc.msg} at char {exc.pos})"
+        ) from exc
     if not isinstance(value, dict):
         raise OutputValidationError(f"module {module!r}: output is not a JSON object")
     problem = validation_error(value, schema)

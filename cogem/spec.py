@@ -45,7 +45,9 @@ class Choice(_Strict):
     field: str = Field(pattern=_NAME)
     probs_field: str = Field(pattern=_NAME)
     options: list[str] = Field(min_length=2, max_length=16)
-    prompt: str = Field(min_length=1, description="question appended for scoring; may use {options}")
+    prompt: str = Field(
+        min_length=1, description="question appended for scoring; may use {options}"
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> Choice:
@@ -110,20 +112,31 @@ class ModuleSpec(_Strict):
             props[self.choice.field] = {"type": "string", "enum": list(self.choice.options)}
             props[self.choice.probs_field] = {
                 "type": "object",
-                "properties": {o: {"type": "number", "minimum": 0, "maximum": 1} for o in self.choice.options},
+                "properties": {
+                    o: {"type": "number", "minimum": 0, "maximum": 1} for o in self.choice.options
+                },
                 "required": list(self.choice.options),
                 "additionalProperties": False,
             }
         if generation_schema:
             props.update(generation_schema.get("properties", {}))
         if self.retrieval:
-            props[self.retrieval.hits_field] = {"type": "array", "maxItems": self.retrieval.k, "items": _HIT_SCHEMA}
+            props[self.retrieval.hits_field] = {
+                "type": "array",
+                "maxItems": self.retrieval.k,
+                "items": _HIT_SCHEMA,
+            }
             props[self.retrieval.ids_field] = {
                 "type": "array",
                 "maxItems": self.retrieval.k,
                 "items": {"type": "string"},
             }
-        return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+        return {
+            "type": "object",
+            "properties": props,
+            "required": list(props),
+            "additionalProperties": False,
+        }
 
 
 _HIT_SCHEMA: dict[str, Any] = {
@@ -171,7 +184,9 @@ def _check_consistency(spec: ModuleSpec) -> None:
             raise ValueError(f"output_schema: not a valid JSON schema: {exc.message}") from None
         missing = dependencies(spec.output_schema) - reads - choice_fields
         if missing:
-            raise ValueError(f"output_schema: x-cogem fields {sorted(missing)} are not declared in reads")
+            raise ValueError(
+                f"output_schema: x-cogem fields {sorted(missing)} are not declared in reads"
+            )
     if not spec.choice and not spec.generates:
         raise ValueError("output_schema: a module needs a choice or generated fields")
     if spec.generates and not spec.prompt.strip():
@@ -184,7 +199,9 @@ def _check_consistency(spec: ModuleSpec) -> None:
     if len(set(produced)) != len(produced):
         raise ValueError(f"writes: the module produces a field twice: {produced}")
     if sorted(produced) != sorted(spec.writes):
-        raise ValueError(f"writes: must list exactly the fields the module produces: {sorted(produced)}")
+        raise ValueError(
+            f"writes: must list exactly the fields the module produces: {sorted(produced)}"
+        )
     if set(spec.writes) & reads:
         raise ValueError("writes: a module may not write a field it reads")
 
@@ -207,7 +224,9 @@ def load_spec(path: Path | str) -> ModuleSpec:
         field = loc or (message.split(":", 1)[0] if ":" in message else None)
         raise ConfigError(f"invalid module spec: {message}", path=str(path), field=field) from exc
     if spec.name != path.stem:
-        raise ConfigError(f"spec name {spec.name!r} must match the file name", path=str(path), field="name")
+        raise ConfigError(
+            f"spec name {spec.name!r} must match the file name", path=str(path), field="name"
+        )
     return spec
 
 

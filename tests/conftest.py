@@ -13,7 +13,9 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+def _isolated_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
     # Tests never touch the user's real memory store or traces. The model cache (COGEM_CACHE_DIR)
     # is deliberately shared so the embedded model is dequantized once per machine.
     home = tmp_path_factory.mktemp("cogem-home")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 from cogem.cli.app import app
@@ -29,7 +28,11 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(130)
-    except click.ClickException as exc:  # bad flags etc.: click's own usage errors
-        exc.show()
-        sys.exit(exc.exit_code)
+    except typer.TyperException as exc:  # bad flags etc.: the CLI parser's own usage errors
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            typer.echo(f"error: {exc}", err=True)
+        sys.exit(getattr(exc, "exit_code", 2))
     sys.exit(code if isinstance(code, int) else 0)

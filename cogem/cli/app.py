@@ -25,10 +25,22 @@ _err = Console(stderr=True)
 @app.command()
 def run(
     scenario: Annotated[str, typer.Argument(help="The situation to reason about.")],
-    model: Annotated[str | None, typer.Option(help="Model: a local HF model dir or hub id (default: embedded SmolLM2; env COGEM_MODEL).")] = None,
-    trace: Annotated[Path | None, typer.Option(help="Where to write the trace (default: under COGEM_HOME/traces).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the final state as JSON instead of a table.")] = False,
-    seed: Annotated[int | None, typer.Option(help="Random seed recorded in the manifest (decoding is greedy).")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Model: a local HF model dir or hub id (default: embedded SmolLM2; env COGEM_MODEL)."
+        ),
+    ] = None,
+    trace: Annotated[
+        Path | None,
+        typer.Option(help="Where to write the trace (default: under COGEM_HOME/traces)."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the final state as JSON instead of a table.")
+    ] = False,
+    seed: Annotated[
+        int | None, typer.Option(help="Random seed recorded in the manifest (decoding is greedy).")
+    ] = None,
 ) -> None:
     """Run the default reasoner (perceive -> recall -> judge -> plan) on SCENARIO."""
     from cogem.engine import Reasoner, make_runtime
@@ -54,7 +66,9 @@ def run(
 @app.command()
 def audit(
     trace: Annotated[Path, typer.Argument(help="A trace file written by `cogem run`.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the audit report as JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the audit report as JSON.")
+    ] = False,
 ) -> None:
     """Verify a trace: hash chain, record schemas, module outputs against their schemas."""
     from cogem.errors import UsageError

@@ -51,10 +51,14 @@ class StepPrinter:
             pairs = sorted(zip(event.options, event.probs, strict=True), key=lambda p: -p[1])
             self._current["probs"] = "\n".join(f"{o} {p:.2f}" for o, p in pairs)
         elif isinstance(event, Retrieval):
-            self._current["hits"] = "\n".join(f"{h.id} ({h.score:.2f})" for h in event.hits) or "(none)"
+            self._current["hits"] = (
+                "\n".join(f"{h.id} ({h.score:.2f})" for h in event.hits) or "(none)"
+            )
         elif isinstance(event, ModuleEnd):
             hidden = {"memories"} | {k for k, v in event.output.items() if isinstance(v, dict)}
-            outputs = "\n".join(f"{k}: {_short(v)}" for k, v in event.output.items() if k not in hidden)
+            outputs = "\n".join(
+                f"{k}: {_short(v)}" for k, v in event.output.items() if k not in hidden
+            )
             self.rows.append({**self._current, "outputs": outputs, "latency": event.latency_ms})
 
     def print_summary(self, state: dict[str, Any]) -> None:
@@ -67,7 +71,12 @@ class StepPrinter:
         table.add_column("latency", justify="right")
         for row in self.rows:
             table.add_row(
-                str(row["step"]), row["module"], row["outputs"], row["probs"], row["hits"], f"{row['latency'] / 1000:.1f} s"
+                str(row["step"]),
+                row["module"],
+                row["outputs"],
+                row["probs"],
+                row["hits"],
+                f"{row['latency'] / 1000:.1f} s",
             )
         self.console.print(table)
 
@@ -76,7 +85,9 @@ def audit_lines(report: AuditReport) -> list[str]:
     if report.ok:
         return [f"intact: {report.records} records, run {report.run_id}, head {report.head}"]
     first = report.first_bad
-    lines = [f"NOT intact: first bad record {first} ({len(report.problems)} problem(s)) in {report.path}"]
+    lines = [
+        f"NOT intact: first bad record {first} ({len(report.problems)} problem(s)) in {report.path}"
+    ]
     lines += [f"  record {p.index} [{p.rule}] {p.message}" for p in report.problems[:20]]
     if len(report.problems) > 20:
         lines.append(f"  … and {len(report.problems) - 20} more")

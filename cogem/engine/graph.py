@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypedDict
 
@@ -33,7 +34,9 @@ class Reasoner:
     running it more often than that is a :class:`~cogem.errors.LoopBoundError`, never a hang.
     """
 
-    def __init__(self, modules: Sequence[ModuleSpec], *, inputs: Sequence[str] = DEFAULT_INPUTS) -> None:
+    def __init__(
+        self, modules: Sequence[ModuleSpec], *, inputs: Sequence[str] = DEFAULT_INPUTS
+    ) -> None:
         self._specs: dict[str, ModuleSpec] = {}
         self._max_visits: dict[str, int] = {}
         self._edges: list[tuple[str, str]] = []
@@ -59,7 +62,7 @@ class Reasoner:
         """Modules run one after another in the given order."""
         reasoner = cls(modules)
         names = [START, *(m.name for m in modules), END]
-        for a, b in zip(names, names[1:], strict=False):
+        for a, b in itertools.pairwise(names):
             reasoner.add_edge(a, b)
         return reasoner
 
@@ -82,7 +85,9 @@ class Reasoner:
         self._compiled = None
         return self
 
-    def add_conditional_edges(self, source: str, router: Router, targets: Sequence[str]) -> Reasoner:
+    def add_conditional_edges(
+        self, source: str, router: Router, targets: Sequence[str]
+    ) -> Reasoner:
         """After ``source``, go to ``router(state)``, which must be one of ``targets``."""
         self._check_node(source)
         for target in targets:
@@ -144,12 +149,16 @@ class Reasoner:
         for spec in self._specs.values():
             for name in spec.writes:
                 if name in writers or name in self.inputs:
-                    raise GraphError(f"field {name!r} is written by both {writers.get(name, 'the input')!r} and {spec.name!r}")
+                    raise GraphError(
+                        f"field {name!r} is written by both {writers.get(name, 'the input')!r} and {spec.name!r}"
+                    )
                 writers[name] = spec.name
         for spec in self._specs.values():
             unknown = [f for f in spec.reads if f not in writers and f not in self.inputs]
             if unknown:
-                raise GraphError(f"module {spec.name!r} reads {unknown}, which no module writes and no input provides")
+                raise GraphError(
+                    f"module {spec.name!r} reads {unknown}, which no module writes and no input provides"
+                )
         successors: dict[str, set[str]] = {}
         for s, t in self._edges:
             successors.setdefault(s, set()).add(t)
@@ -160,7 +169,9 @@ class Reasoner:
                 raise GraphError(f"module {name!r} has no outgoing edge (add one to END?)")
         for name in _on_cycles(successors):
             if self._max_visits[name] < 2:
-                raise GraphError(f"module {name!r} is on a loop; declare its bound with add_module(..., max_visits=N)")
+                raise GraphError(
+                    f"module {name!r} is on a loop; declare its bound with add_module(..., max_visits=N)"
+                )
 
     def compile(self) -> CompiledStateGraph[Any, Any, Any, Any]:
         """Compile (once) to a LangGraph graph whose nodes take a :class:`RunContext`."""
@@ -170,7 +181,7 @@ class Reasoner:
         fields: dict[str, Any] = {name: Any for name in self.inputs}
         for spec in self._specs.values():
             fields.update({name: Any for name in spec.writes})
-        state_type = TypedDict("ReasonerState", fields, total=False)  # type: ignore[operator]
+        state_type = TypedDict("ReasonerState", fields, total=False)  # type: ignore[misc]
         graph: StateGraph[Any, Any, Any, Any] = StateGraph(state_type, context_schema=RunContext)
         for name, spec in self._specs.items():
             graph.add_node(name, _node(spec, self._max_visits[name]))
@@ -190,7 +201,9 @@ def _node(spec: ModuleSpec, max_visits: int) -> Callable[..., dict[str, Any]]:
     return node
 
 
-def _checked_router(source: str, router: Router, targets: list[str]) -> Callable[[Mapping[str, Any]], str]:
+def _checked_router(
+    source: str, router: Router, targets: list[str]
+) -> Callable[[Mapping[str, Any]], str]:
     def route(state: Mapping[str, Any]) -> str:
         target = router(state)
         if target not in targets:

@@ -45,7 +45,9 @@ def validate_scenario(scenario: object, max_chars: int) -> str:
     if not scenario.strip():
         raise InputError("scenario is empty: describe a situation to reason about")
     if len(scenario) > max_chars:
-        raise InputError(f"scenario has {len(scenario)} characters; the limit is {max_chars} (settings.max_scenario_chars)")
+        raise InputError(
+            f"scenario has {len(scenario)} characters; the limit is {max_chars} (settings.max_scenario_chars)"
+        )
     if "\x00" in scenario:
         raise InputError("scenario contains a NUL character")
     return scenario
@@ -77,7 +79,9 @@ def run_reasoner(
     if trace_path is None:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         trace_path = settings.trace_dir / f"{stamp}-{run_id[:8]}.jsonl"
-    memory_info = runtime.memory.info().model_dump(mode="json") if runtime.memory is not None else None
+    memory_info = (
+        runtime.memory.info().model_dump(mode="json") if runtime.memory is not None else None
+    )
     specs = reasoner.specs
     manifest = {
         "cogem_version": _versions()["cogem"],
@@ -102,11 +106,24 @@ def run_reasoner(
         ctx = RunContext(runtime=runtime, trace=writer, on_event=on_event)
         ctx.emit(RunStart, manifest=manifest, inputs=inputs)
         try:
-            final = graph.invoke(inputs, context=ctx, config={"recursion_limit": reasoner.step_limit + 2})
+            final = graph.invoke(
+                inputs, context=ctx, config={"recursion_limit": reasoner.step_limit + 2}
+            )
         except BaseException as exc:
             # Record the failure in the trace (it stays verifiable), then let the caller see it.
-            ctx.emit(RunError, module=ctx.current, error_type=type(exc).__name__, message=str(exc) or repr(exc))
-            ctx.emit(RunEnd, status="error", steps=sum(ctx.visits.values()), final_state=None, latency_ms=_ms(started))
+            ctx.emit(
+                RunError,
+                module=ctx.current,
+                error_type=type(exc).__name__,
+                message=str(exc) or repr(exc),
+            )
+            ctx.emit(
+                RunEnd,
+                status="error",
+                steps=sum(ctx.visits.values()),
+                final_state=None,
+                latency_ms=_ms(started),
+            )
             raise
         state = dict(final)
         steps = sum(ctx.visits.values())

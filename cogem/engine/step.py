@@ -22,11 +22,15 @@ from cogem.trace.events import LlmCall, ModuleEnd, ModuleStart, Retrieval, Valid
 __all__ = ["run_step"]
 
 
-def run_step(spec: ModuleSpec, state: Mapping[str, Any], ctx: RunContext, *, max_visits: int = 1) -> dict[str, Any]:
+def run_step(
+    spec: ModuleSpec, state: Mapping[str, Any], ctx: RunContext, *, max_visits: int = 1
+) -> dict[str, Any]:
     """Run ``spec`` on ``state`` and return the fields it writes."""
     visits = ctx.visits.get(spec.name, 0)
     if visits >= max_visits:
-        raise LoopBoundError(f"module {spec.name!r} would run {visits + 1} times; its bound is {max_visits}")
+        raise LoopBoundError(
+            f"module {spec.name!r} would run {visits + 1} times; its bound is {max_visits}"
+        )
     ctx.visits[spec.name] = visits + 1
     ctx.current = spec.name
     started = time.perf_counter()
@@ -67,7 +71,9 @@ def _prompt(spec: ModuleSpec, template: str, values: Mapping[str, Any]) -> ChatP
     return ChatPrompt(system=spec.system or None, user=user)
 
 
-def _choose(spec: ModuleSpec, reads: Mapping[str, Any], ctx: RunContext, step: int) -> dict[str, Any]:
+def _choose(
+    spec: ModuleSpec, reads: Mapping[str, Any], ctx: RunContext, step: int
+) -> dict[str, Any]:
     assert spec.choice is not None
     choice = spec.choice
     prompt = _prompt(spec, choice.prompt, {**reads, "options": ", ".join(choice.options)})
@@ -104,7 +110,9 @@ def _generate(
     attempts = spec.bounds.retries + 1
     for attempt in range(1, attempts + 1):
         prompt = ChatPrompt(system=spec.system or None, user=user + feedback)
-        gen = ctx.runtime.llm.generate(prompt, schema=schema, max_new_tokens=spec.bounds.max_new_tokens)
+        gen = ctx.runtime.llm.generate(
+            prompt, schema=schema, max_new_tokens=spec.bounds.max_new_tokens
+        )
         parsed: dict[str, Any] | None = None
         error: OutputValidationError | None = None
         try:
@@ -112,7 +120,9 @@ def _generate(
         except OutputValidationError as exc:
             error = exc
             if gen.finish_reason == "length":
-                error = OutputValidationError(f"{exc} (stopped at max_new_tokens={spec.bounds.max_new_tokens})")
+                error = OutputValidationError(
+                    f"{exc} (stopped at max_new_tokens={spec.bounds.max_new_tokens})"
+                )
         ctx.emit(
             LlmCall,
             module=spec.name,
@@ -139,12 +149,16 @@ def _generate(
     raise RunError("unreachable")  # pragma: no cover - the loop always returns or raises
 
 
-def _retrieve(spec: ModuleSpec, values: Mapping[str, Any], ctx: RunContext, step: int) -> dict[str, Any]:
+def _retrieve(
+    spec: ModuleSpec, values: Mapping[str, Any], ctx: RunContext, step: int
+) -> dict[str, Any]:
     assert spec.retrieval is not None
     retrieval = spec.retrieval
     memory = ctx.runtime.memory
     if memory is None:
-        raise RunError(f"module {spec.name!r} retrieves from memory, but the runtime has no memory store")
+        raise RunError(
+            f"module {spec.name!r} retrieves from memory, but the runtime has no memory store"
+        )
     query = str(values.get(retrieval.query_field) or "")
     k = ctx.runtime.settings.recall_k or retrieval.k
     k = min(k, retrieval.k)  # the spec's k is the schema's bound; settings may only lower it
@@ -156,7 +170,16 @@ def _retrieve(spec: ModuleSpec, values: Mapping[str, Any], ctx: RunContext, step
         step=step,
         query=query,
         k=k,
-        hits=[{"id": h.id, "score": h.score, "distance": h.distance, "kind": h.kind, "source": h.source} for h in hits],
+        hits=[
+            {
+                "id": h.id,
+                "score": h.score,
+                "distance": h.distance,
+                "kind": h.kind,
+                "source": h.source,
+            }
+            for h in hits
+        ],
         latency_ms=_ms(started),
     )
     return {

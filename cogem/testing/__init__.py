@@ -13,10 +13,18 @@ from typing import Any
 from cogem.testing.fake_llm import SchemaFillingLLM, ScriptedLLM, instance_for_schema
 from cogem.testing.hash_embedding import HashEmbedding
 
-__all__ = ["HashEmbedding", "SchemaFillingLLM", "ScriptedLLM", "fake_runtime", "instance_for_schema"]
+__all__ = [
+    "HashEmbedding",
+    "SchemaFillingLLM",
+    "ScriptedLLM",
+    "fake_runtime",
+    "instance_for_schema",
+]
 
 
-def fake_runtime(llm: Any = None, *, home: Path | None = None, seed_memory: bool = True, **settings: Any) -> Any:
+def fake_runtime(
+    llm: Any = None, *, home: Path | None = None, seed_memory: bool = True, **settings: Any
+) -> Any:
     """A :class:`~cogem.Runtime` on fakes: a schema-filling LLM and an in-memory store with hash
     embeddings, seeded with the bundled norms. ``home`` (where traces go) defaults to a temp dir."""
     import tempfile
@@ -30,4 +38,6 @@ def fake_runtime(llm: Any = None, *, home: Path | None = None, seed_memory: bool
     if seed_memory:
         memory.add(seed_records())
     home = home or Path(tempfile.mkdtemp(prefix="cogem-test-"))
-    return Runtime(llm=llm or SchemaFillingLLM(), memory=memory, settings=Settings(home=home, **settings))
+    return Runtime(
+        llm=llm or SchemaFillingLLM(), memory=memory, settings=Settings(home=home, **settings)
+    )

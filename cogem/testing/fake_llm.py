@@ -11,7 +11,7 @@ from typing import Any
 
 from cogem.canonical import sha256_hex
 from cogem.errors import UsageError
-from cogem.llm.base import ChatPrompt, Generation, ModelInfo, OptionScores, Prompt
+from cogem.llm.base import Generation, ModelInfo, OptionScores, Prompt
 
 __all__ = ["SchemaFillingLLM", "ScriptedLLM", "instance_for_schema"]
 
@@ -64,7 +64,9 @@ class ScriptedLLM:
     def info(self) -> ModelInfo:
         return ModelInfo(model_id="fake:scripted", source="fake", weights_sha256="0" * 64)
 
-    def generate(self, prompt: Prompt, *, schema: dict[str, Any] | None = None, max_new_tokens: int = 256) -> Generation:
+    def generate(
+        self, prompt: Prompt, *, schema: dict[str, Any] | None = None, max_new_tokens: int = 256
+    ) -> Generation:
         self.calls.append(("generate", prompt))
         if not self._generations:
             raise UsageError("ScriptedLLM: no scripted generation left for this call")
@@ -105,9 +107,13 @@ class SchemaFillingLLM:
 
     @property
     def info(self) -> ModelInfo:
-        return ModelInfo(model_id=f"fake:schema-filling:{self.seed}", source="fake", weights_sha256="0" * 64)
+        return ModelInfo(
+            model_id=f"fake:schema-filling:{self.seed}", source="fake", weights_sha256="0" * 64
+        )
 
-    def generate(self, prompt: Prompt, *, schema: dict[str, Any] | None = None, max_new_tokens: int = 256) -> Generation:
+    def generate(
+        self, prompt: Prompt, *, schema: dict[str, Any] | None = None, max_new_tokens: int = 256
+    ) -> Generation:
         self.calls += 1
         key = f"{self.seed}:{_text(prompt)}"
         value = instance_for_schema(schema or {"type": "string", "maxLength": 40}, key)
@@ -127,7 +133,9 @@ class SchemaFillingLLM:
             raise UsageError("options must be non-empty and unique")
         if self.logprobs is not None:
             return _scores(prompt, options, self.logprobs)
-        logprobs = [-1.0 - (_draw(f"{self.seed}:{_text(prompt)}:{o}") % 400) / 100.0 for o in options]
+        logprobs = [
+            -1.0 - (_draw(f"{self.seed}:{_text(prompt)}:{o}") % 400) / 100.0 for o in options
+        ]
         return _scores(prompt, options, logprobs)
 
 
@@ -171,5 +179,3 @@ def instance_for_schema(schema: dict[str, Any], key: str) -> Any:
         length += len(word) + 1
     text = " ".join(words)
     return (text + "x" * max(0, low - len(text)))[:high]
-
-

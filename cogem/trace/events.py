@@ -32,7 +32,7 @@ __all__ = [
     "ValidationRetry",
 ]
 
-TRACE_VERSION = 1
+TRACE_VERSION: Literal[1] = 1
 GENESIS = "0" * 64
 _HEX64 = r"^[0-9a-f]{64}$"
 

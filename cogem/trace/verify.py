@@ -16,7 +16,15 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from cogem.canonical import canonical_json, sha256_json
 from cogem.errors import TraceError
-from cogem.trace.events import GENESIS, EventAdapter, LlmCall, ModuleEnd, ModuleStart, RunEnd, RunStart
+from cogem.trace.events import (
+    GENESIS,
+    EventAdapter,
+    LlmCall,
+    ModuleEnd,
+    ModuleStart,
+    RunEnd,
+    RunStart,
+)
 
 __all__ = ["AuditReport", "Problem", "read_trace", "verify_trace"]
 
@@ -61,7 +69,9 @@ def read_trace(path: Path) -> list[Any]:
         try:
             events.append(EventAdapter.validate_json(line))
         except ValidationError as exc:
-            raise TraceError(f"record {index} of {str(path)!r} is not a valid event: {exc}") from exc
+            raise TraceError(
+                f"record {index} of {str(path)!r} is not a valid event: {exc}"
+            ) from exc
     return events
 
 
@@ -108,15 +118,27 @@ def verify_trace(path: Path) -> AuditReport:
         if stored_hash != recomputed or canonical_json(raw) != line:
             bad(index, "hash", f"record {index} was altered: its content does not match its hash")
         if prev_hash and raw.get("prev") != prev_hash:
-            what = "the first record must start the chain" if index == 0 else "it does not link to record " + str(index - 1)
-            bad(index, "chain", f"record {index} breaks the hash chain: {what} (deleted, inserted or reordered records)")
+            what = (
+                "the first record must start the chain"
+                if index == 0
+                else "it does not link to record " + str(index - 1)
+            )
+            bad(
+                index,
+                "chain",
+                f"record {index} breaks the hash chain: {what} (deleted, inserted or reordered records)",
+            )
         prev_hash = stored_hash if isinstance(stored_hash, str) else ""
         if raw.get("seq") != index:
             bad(index, "seq", f"record {index} has seq {raw.get('seq')!r}")
         try:
             event = EventAdapter.validate_python(raw)
         except ValidationError as exc:
-            bad(index, "event", f"record {index} is not a valid trace event: {exc.errors()[0]['msg']}")
+            bad(
+                index,
+                "event",
+                f"record {index} is not a valid trace event: {exc.errors()[0]['msg']}",
+            )
             continue
         if run_id is None:
             run_id = event.run_id
@@ -151,18 +173,32 @@ def _check_event(index: int, event: Any, spec_hashes: dict[str, str], bad: Any) 
     if isinstance(event, ModuleStart):
         expected = spec_hashes.get(event.module)
         if expected is None:
-            bad(index, "spec_hash", f"record {index}: module {event.module!r} is not in the manifest")
+            bad(
+                index,
+                "spec_hash",
+                f"record {index}: module {event.module!r} is not in the manifest",
+            )
         elif expected != event.spec_hash:
-            bad(index, "spec_hash", f"record {index}: module {event.module!r} ran a spec the manifest does not name")
+            bad(
+                index,
+                "spec_hash",
+                f"record {index}: module {event.module!r} ran a spec the manifest does not name",
+            )
     elif isinstance(event, ModuleEnd):
         if sha256_json(event.output_schema) != event.schema_hash:
             bad(index, "schema_hash", f"record {index}: output_schema does not match schema_hash")
         try:
             jsonschema.validate(event.output, event.output_schema)
         except jsonschema.ValidationError as exc:
-            bad(index, "output_schema", f"record {index}: module {event.module!r} output fails its schema: {exc.message}")
+            bad(
+                index,
+                "output_schema",
+                f"record {index}: module {event.module!r} output fails its schema: {exc.message}",
+            )
         except jsonschema.SchemaError as exc:
-            bad(index, "output_schema", f"record {index}: recorded schema is invalid: {exc.message}")
+            bad(
+                index, "output_schema", f"record {index}: recorded schema is invalid: {exc.message}"
+            )
     elif isinstance(event, LlmCall) and event.probs is not None:
         total = math.fsum(event.probs)
         if abs(total - 1.0) > PROB_TOLERANCE or any(p < 0 for p in event.probs):

@@ -34,10 +34,14 @@ class TraceWriter:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.path.exists() and self.path.stat().st_size > 0:
-                raise TraceError(f"trace file already exists and is not empty: path={str(self.path)!r}")
+                raise TraceError(
+                    f"trace file already exists and is not empty: path={str(self.path)!r}"
+                )
             self._fh: IO[str] | None = self.path.open("w", encoding="utf-8", newline="\n")
         except OSError as exc:
-            raise TraceError(f"cannot open trace for writing: path={str(self.path)!r}: {exc}") from exc
+            raise TraceError(
+                f"cannot open trace for writing: path={str(self.path)!r}: {exc}"
+            ) from exc
 
     @property
     def head(self) -> str:
@@ -53,15 +57,25 @@ class TraceWriter:
         if self._fh is None:
             raise TraceError(f"trace is closed: path={str(self.path)!r}")
         ts = datetime.now(UTC).isoformat(timespec="microseconds")
-        base = {"seq": self._seq, "run_id": self.run_id, "ts": ts, "prev": self._prev, "hash": GENESIS}
+        base = {
+            "seq": self._seq,
+            "run_id": self.run_id,
+            "ts": ts,
+            "prev": self._prev,
+            "hash": GENESIS,
+        }
         try:
-            body: dict[str, Any] = event_type.model_validate({**fields, **base}).model_dump(mode="json")
+            body: dict[str, Any] = event_type.model_validate({**fields, **base}).model_dump(
+                mode="json"
+            )
             del body["hash"]
             digest = sha256_json(body)
             body["hash"] = digest
             line = canonical_json(body)
         except (ValidationError, ValueError, TypeError) as exc:
-            raise TraceError(f"cannot record {event_type.__name__} event #{self._seq}: {exc}") from exc
+            raise TraceError(
+                f"cannot record {event_type.__name__} event #{self._seq}: {exc}"
+            ) from exc
         self._fh.write(line + "\n")
         self._fh.flush()
         self._prev = digest
@@ -80,5 +94,3 @@ class TraceWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-

@@ -21,7 +21,9 @@ def cogem(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*COGEM, *args], capture_output=True, text=True, env=env, timeout=300)
 
 
-@pytest.mark.parametrize("args", [("run", ""), ("run", "   "), ("run", "--model", "/nonexistent", "x")])
+@pytest.mark.parametrize(
+    "args", [("run", ""), ("run", "   "), ("run", "--model", "/nonexistent", "x")]
+)
 def test_usage_errors_exit_2_with_one_line(args: tuple[str, ...]) -> None:
     done = cogem(*args)
     assert done.returncode == 2, done.stderr
@@ -41,7 +43,11 @@ def test_help_lists_commands() -> None:
 
 
 def _fake_trace(tmp_path: Path) -> Path:
-    return Reasoner.default().run("I kept the change.", fake_runtime(), trace_path=tmp_path / "t.jsonl").trace_path
+    return (
+        Reasoner.default()
+        .run("I kept the change.", fake_runtime(), trace_path=tmp_path / "t.jsonl")
+        .trace_path
+    )
 
 
 def test_audit_intact_and_tampered(tmp_path: Path) -> None:

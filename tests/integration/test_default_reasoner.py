@@ -33,7 +33,10 @@ def runtime(tmp_path_factory: pytest.TempPathFactory) -> Runtime:
 @pytest.fixture(scope="module")
 def runs(runtime: Runtime, tmp_path_factory: pytest.TempPathFactory) -> list[Any]:
     out = tmp_path_factory.mktemp("traces")
-    return [Reasoner.default().run(s, runtime, trace_path=out / f"{i}.jsonl") for i, s in enumerate(SCENARIOS)]
+    return [
+        Reasoner.default().run(s, runtime, trace_path=out / f"{i}.jsonl")
+        for i, s in enumerate(SCENARIOS)
+    ]
 
 
 def test_real_runs_verify_and_keep_the_rules(runs: list[Any]) -> None:
@@ -41,7 +44,12 @@ def test_real_runs_verify_and_keep_the_rules(runs: list[Any]) -> None:
         report = verify_trace(result.trace_path)
         assert report.ok, report.problems
         events = read_trace(result.trace_path)
-        assert [e.module for e in events if isinstance(e, ModuleEnd)] == ["perceive", "recall", "judge", "plan"]
+        assert [e.module for e in events if isinstance(e, ModuleEnd)] == [
+            "perceive",
+            "recall",
+            "judge",
+            "plan",
+        ]
         state = result.state
         assert set(state["cited_ids"]) <= set(state["recalled_ids"])
         (retrieval,) = [e for e in events if isinstance(e, Retrieval)]
@@ -50,7 +58,10 @@ def test_real_runs_verify_and_keep_the_rules(runs: list[Any]) -> None:
         assert len(scored) == 1 and abs(math.fsum(scored[0].probs or []) - 1) < 1e-6
         assert all(lp <= 0 for lp in scored[0].logprobs or [])
         manifest = events[0].manifest
-        assert manifest.model["source"] == "embedded-gguf" and len(manifest.model["weights_sha256"]) == 64
+        assert (
+            manifest.model["source"] == "embedded-gguf"
+            and len(manifest.model["weights_sha256"]) == 64
+        )
         assert manifest.memory and manifest.memory["embedder_id"].endswith("all-MiniLM-L6-v2")
 
 
@@ -69,7 +80,9 @@ def test_same_scenario_same_outputs(runtime: Runtime, runs: list[Any], tmp_path:
 
 def _cogem(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "220"}
-    return subprocess.run([sys.executable, "-m", "cogem", *args], capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "cogem", *args], capture_output=True, text=True, env=env, timeout=600
+    )
 
 
 def test_cli_run_audit_and_tamper(tmp_path: Path) -> None:
@@ -84,7 +97,11 @@ def test_cli_run_audit_and_tamper(tmp_path: Path) -> None:
     lines = trace.read_bytes().split(b"\n")
     record = 3
     pos = lines[record].index(b'"ts":"') + 8
-    lines[record] = lines[record][:pos] + (b"8" if lines[record][pos:pos + 1] == b"9" else b"9") + lines[record][pos + 1:]
+    lines[record] = (
+        lines[record][:pos]
+        + (b"8" if lines[record][pos : pos + 1] == b"9" else b"9")
+        + lines[record][pos + 1 :]
+    )
     trace.write_bytes(b"\n".join(lines))
     audit = _cogem("audit", str(trace))
     assert audit.returncode == 1 and f"first bad record {record}" in audit.stdout

@@ -24,19 +24,32 @@ def _events(path: Path, kind: type[Any]) -> list[Any]:
 def test_default_reasoner_runs_four_traced_steps(tmp_path: Path) -> None:
     result = Reasoner.default().run(SCENARIO, fake_runtime(), trace_path=tmp_path / "t.jsonl")
     assert verify_trace(result.trace_path).ok
-    assert [e.module for e in _events(result.trace_path, ModuleEnd)] == ["perceive", "recall", "judge", "plan"]
+    assert [e.module for e in _events(result.trace_path, ModuleEnd)] == [
+        "perceive",
+        "recall",
+        "judge",
+        "plan",
+    ]
     state = result.state
     assert state["verdict"] in {"acceptable", "wrong", "unclear"}
     assert abs(sum(state["verdict_probs"].values()) - 1) < 1e-9
     assert set(state["cited_ids"]) <= set(state["recalled_ids"])
-    assert state["stance"] == {"acceptable": "proceed", "wrong": "refrain", "unclear": "gather_information"}[state["verdict"]]
+    assert (
+        state["stance"]
+        == {"acceptable": "proceed", "wrong": "refrain", "unclear": "gather_information"}[
+            state["verdict"]
+        ]
+    )
     manifest = read_trace(result.trace_path)[0].manifest
     assert set(manifest.modules) == {"perceive", "recall", "judge", "plan"}
     assert manifest.graph["edges"][0] == ["__start__", "perceive"]
 
 
 def test_same_input_same_outputs(tmp_path: Path) -> None:
-    runs = [Reasoner.default().run(SCENARIO, fake_runtime(), trace_path=tmp_path / f"{i}.jsonl") for i in range(2)]
+    runs = [
+        Reasoner.default().run(SCENARIO, fake_runtime(), trace_path=tmp_path / f"{i}.jsonl")
+        for i in range(2)
+    ]
     outputs = [[e.output for e in _events(r.trace_path, ModuleEnd)] for r in runs]
     assert outputs[0] == outputs[1]
 
@@ -56,8 +69,12 @@ def test_module_sees_only_declared_reads(tmp_path: Path) -> None:
     # 'recall' does not declare 'summary'; even if the state has it, its prompt must not.
     runtime = fake_runtime(llm)
     runtime.memory.add([MemoryRecord(id="x.1", text="Keep promises.", source="test")])
-    result = Reasoner.sequential([specs["perceive"], specs["recall"]]).run(secret, runtime, trace_path=tmp_path / "t.jsonl")
-    recall_start = [e for e in read_trace(result.trace_path) if getattr(e, "module", None) == "recall"][0]
+    result = Reasoner.sequential([specs["perceive"], specs["recall"]]).run(
+        secret, runtime, trace_path=tmp_path / "t.jsonl"
+    )
+    recall_start = next(
+        e for e in read_trace(result.trace_path) if getattr(e, "module", None) == "recall"
+    )
     assert set(recall_start.reads) == {"scenario", "action"}
     assert "summary" not in seen[1]
 
@@ -72,7 +89,9 @@ def test_injected_memory_is_quoted_as_data(tmp_path: Path) -> None:
     judge_call = next(e for e in _events(result.trace_path, LlmCall) if e.module == "judge")
     quoted = json.dumps(attack, ensure_ascii=False).replace("<<<", "< < <")
     assert quoted in judge_call.prompt_text  # one JSON string: newline and quotes escaped
-    assert judge_call.prompt_text.count("<<<END QUOTED DATA>>>") == 1  # the forged delimiter is defused
+    assert (
+        judge_call.prompt_text.count("<<<END QUOTED DATA>>>") == 1
+    )  # the forged delimiter is defused
 
 
 def _judge_only() -> Reasoner:
@@ -86,7 +105,12 @@ QUERY = '{"query":"keeping found money"}'
 
 def test_invalid_output_is_retried_with_feedback(tmp_path: Path) -> None:
     llm = ScriptedLLM(
-        generations=[PERCEIVE, QUERY, '{"reason": 1}', lambda p: '{"reason":"finders are not keepers","cited_ids":[]}'],
+        generations=[
+            PERCEIVE,
+            QUERY,
+            '{"reason": 1}',
+            lambda p: '{"reason":"finders are not keepers","cited_ids":[]}',
+        ],
         scores=[[-2.0, -0.5, -3.0]],
     )
     result = _judge_only().run(SCENARIO, fake_runtime(llm), trace_path=tmp_path / "t.jsonl")
@@ -110,7 +134,9 @@ def test_citing_an_unretrieved_id_fails_loudly(tmp_path: Path) -> None:
 
 
 def test_ties_go_to_first_option(tmp_path: Path) -> None:
-    llm = ScriptedLLM(generations=[PERCEIVE, QUERY, '{"reason":"r","cited_ids":[]}'], scores=[[-1.0, -1.0, -1.0]])
+    llm = ScriptedLLM(
+        generations=[PERCEIVE, QUERY, '{"reason":"r","cited_ids":[]}'], scores=[[-1.0, -1.0, -1.0]]
+    )
     result = _judge_only().run(SCENARIO, fake_runtime(llm), trace_path=tmp_path / "t.jsonl")
     assert result.state["verdict"] == "acceptable"
 
@@ -128,7 +154,12 @@ def _critic() -> ModuleSpec:
         purpose="decide whether to look again",
         reads=["scenario", "summary"],
         writes=["again", "again_probs"],
-        choice={"field": "again", "probs_field": "again_probs", "options": ["yes", "no"], "prompt": "{scenario}? {options}"},
+        choice={
+            "field": "again",
+            "probs_field": "again_probs",
+            "options": ["yes", "no"],
+            "prompt": "{scenario}? {options}",
+        },
     )
 
 
@@ -137,7 +168,9 @@ def _looping(bound: int) -> Reasoner:
     r = Reasoner([])
     r.add_module(perceive, max_visits=bound).add_module(_critic(), max_visits=bound)
     r.add_edge(START, "perceive").add_edge("perceive", "critic")
-    r.add_conditional_edges("critic", lambda s: "perceive" if s["again"] == "yes" else END, ["perceive", END])
+    r.add_conditional_edges(
+        "critic", lambda s: "perceive" if s["again"] == "yes" else END, ["perceive", END]
+    )
     return r
 
 
@@ -176,6 +209,8 @@ def test_retrieval_is_traced_with_scores(tmp_path: Path) -> None:
 
 def test_chat_prompt_has_system_turn(tmp_path: Path) -> None:
     llm = ScriptedLLM(generations=[PERCEIVE])
-    Reasoner.sequential([load_specs()["perceive"]]).run(SCENARIO, fake_runtime(llm), trace_path=tmp_path / "t.jsonl")
+    Reasoner.sequential([load_specs()["perceive"]]).run(
+        SCENARIO, fake_runtime(llm), trace_path=tmp_path / "t.jsonl"
+    )
     prompt = llm.calls[0][1]
     assert isinstance(prompt, ChatPrompt) and prompt.system and SCENARIO in prompt.user

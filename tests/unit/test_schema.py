@@ -9,7 +9,10 @@ CITES = {
     "type": "object",
     "required": ["reason", "cited_ids"],
     "properties": {
-        "cited_ids": {"type": "array", "items": {"type": "string", "x-cogem-enum-from": "recalled_ids"}},
+        "cited_ids": {
+            "type": "array",
+            "items": {"type": "string", "x-cogem-enum-from": "recalled_ids"},
+        },
         "reason": {"type": "string"},
     },
 }
@@ -35,7 +38,10 @@ def test_properties_follow_required_order() -> None:
 
 
 def test_const_from_maps_state() -> None:
-    schema = {"type": "string", "x-cogem-const-from": {"field": "verdict", "map": {"wrong": "refrain"}}}
+    schema = {
+        "type": "string",
+        "x-cogem-const-from": {"field": "verdict", "map": {"wrong": "refrain"}},
+    }
     assert resolve_schema(schema, {"verdict": "wrong"}) == {"type": "string", "enum": ["refrain"]}
     with pytest.raises(RunError, match="verdict"):
         resolve_schema(schema, {"verdict": "odd"})

@@ -22,7 +22,9 @@ def test_spec_hash_is_stable_and_tracks_content() -> None:
     judge = load_specs()["judge"]
     again = load_spec(bundled_dir("modules") / "judge.toml")
     assert judge.spec_hash == again.spec_hash
-    changed = ModuleSpec.model_validate({**judge.model_dump(), "prompt": judge.prompt + " Be brief."})
+    changed = ModuleSpec.model_validate(
+        {**judge.model_dump(), "prompt": judge.prompt + " Be brief."}
+    )
     assert changed.spec_hash != judge.spec_hash
 
 
@@ -53,7 +55,11 @@ def test_python_and_toml_specs_are_the_same_thing(tmp_path: Path) -> None:
         reads=["scenario"],
         writes=["answer"],
         prompt="Say something about {scenario}",
-        output_schema={"type": "object", "required": ["answer"], "properties": {"answer": {"type": "string", "maxLength": 20}}},
+        output_schema={
+            "type": "object",
+            "required": ["answer"],
+            "properties": {"answer": {"type": "string", "maxLength": 20}},
+        },
     )
     assert from_file.spec_hash == in_python.spec_hash
 

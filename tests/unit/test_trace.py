@@ -11,7 +11,11 @@ from cogem.errors import TraceError
 from cogem.trace import TraceWriter, read_trace, verify_trace
 from cogem.trace.events import GENESIS, LlmCall, ModuleEnd, ModuleStart, RunEnd, RunStart
 
-SCHEMA = {"type": "object", "properties": {"x": {"type": "string", "enum": ["a", "b"]}}, "required": ["x"]}
+SCHEMA = {
+    "type": "object",
+    "properties": {"x": {"type": "string", "enum": ["a", "b"]}},
+    "required": ["x"],
+}
 SPEC_HASH = "ab" * 32
 
 
@@ -30,7 +34,9 @@ def _manifest() -> dict:
     }
 
 
-def write_trace(path: Path, *, output: dict | None = None, probs: list[float] | None = None) -> Path:
+def write_trace(
+    path: Path, *, output: dict | None = None, probs: list[float] | None = None
+) -> Path:
     with TraceWriter(path, "run1") as w:
         w.emit(RunStart, manifest=_manifest(), inputs={"scenario": "s"})
         w.emit(ModuleStart, module="m", step=0, spec_hash=SPEC_HASH, reads={"scenario": "s"})
@@ -63,7 +69,9 @@ def test_flipped_byte_names_that_record(tmp_path: Path, record: int) -> None:
     path = write_trace(tmp_path / "t.jsonl")
     lines = path.read_bytes().split(b"\n")
     line = bytearray(lines[record])
-    pos = line.index(b'"ts":"') + 8  # a digit of the timestamp: still valid JSON, still a valid event
+    pos = (
+        line.index(b'"ts":"') + 8
+    )  # a digit of the timestamp: still valid JSON, still a valid event
     line[pos] = ord("9") if line[pos] != ord("9") else ord("8")
     lines[record] = bytes(line)
     path.write_bytes(b"\n".join(lines))
@@ -79,7 +87,9 @@ def test_deleted_and_reordered_records_break_the_chain(tmp_path: Path) -> None:
     (tmp_path / "del.jsonl").write_text("\n".join(lines[:2] + lines[3:]) + "\n")
     report = verify_trace(tmp_path / "del.jsonl")
     assert report.first_bad == 2 and {p.rule for p in report.problems if p.index == 2} >= {"chain"}
-    (tmp_path / "swap.jsonl").write_text("\n".join([lines[0], lines[2], lines[1], *lines[3:]]) + "\n")
+    (tmp_path / "swap.jsonl").write_text(
+        "\n".join([lines[0], lines[2], lines[1], *lines[3:]]) + "\n"
+    )
     assert verify_trace(tmp_path / "swap.jsonl").first_bad == 1
 
 
