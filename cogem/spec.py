@@ -233,4 +233,6 @@ def load_spec(path: Path | str) -> ModuleSpec:
 def load_specs(directory: Path | str | None = None) -> dict[str, ModuleSpec]:
     """Load every ``*.toml`` spec in ``directory`` (default: the bundled ``modules/``)."""
     root = Path(directory) if directory is not None else bundled_dir("modules")
+    if not root.is_dir():
+        raise ConfigError("module spec directory not found", path=str(root))
     return {spec.name: spec for spec in (load_spec(p) for p in sorted(root.glob("*.toml")))}

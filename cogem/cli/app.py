@@ -38,6 +38,12 @@ def run(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the final state as JSON instead of a table.")
     ] = False,
+    modules: Annotated[
+        Path | None,
+        typer.Option(
+            help="Directory of module specs (*.toml) to use instead of the built-in ones."
+        ),
+    ] = None,
     seed: Annotated[
         int | None, typer.Option(help="Random seed recorded in the manifest (decoding is greedy).")
     ] = None,
@@ -46,10 +52,12 @@ def run(
     from cogem.engine import Reasoner, make_runtime
     from cogem.engine.run import validate_scenario
     from cogem.settings import Settings
+    from cogem.spec import load_specs
 
     settings = Settings.from_env(model=model, seed=seed)
     validate_scenario(scenario, settings.max_scenario_chars)  # fail before loading a model
-    reasoner = Reasoner.default()
+    reasoner = Reasoner.default(load_specs(modules) if modules else None)
+    reasoner.validate()
     printer = StepPrinter(_err if as_json else _out)
     with _err.status("loading model and memory…"):
         runtime = make_runtime(settings)

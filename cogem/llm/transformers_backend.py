@@ -390,11 +390,14 @@ def _softmax(logprobs: list[float]) -> list[float]:
 def _load_pretrained(target: str, location: ModelLocation, *, dtype: str) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from cogem._hf import quiet_weight_loading
+
     try:
         tokenizer: Any = AutoTokenizer.from_pretrained(target, trust_remote_code=False)
-        model: Any = AutoModelForCausalLM.from_pretrained(
-            target, dtype=dtype, use_safetensors=True, trust_remote_code=False
-        )
+        with quiet_weight_loading():
+            model: Any = AutoModelForCausalLM.from_pretrained(
+                target, dtype=dtype, use_safetensors=True, trust_remote_code=False
+            )
     except (OSError, ValueError) as exc:
         where = "model path" if location.source != "hub" else "model id"
         hint = (

@@ -79,21 +79,16 @@ class MiniLMEmbedding(EmbeddingFunction[Documents]):
             if not folder.is_dir():
                 raise ModelNotFoundError(f"embedding model folder {str(folder)!r} does not exist")
             from sentence_transformers import SentenceTransformer
-            from transformers.utils import logging as hf_logging
 
-            # The weight-loading progress bar is noise on every CLI start; restore the caller's
-            # setting afterwards.
-            bars = hf_logging.is_progress_bar_enabled()
-            hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+            from cogem._hf import quiet_weight_loading
+
             try:
-                model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+                with quiet_weight_loading():
+                    model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
             except Exception as exc:
                 raise ModelNotFoundError(
                     f"could not load the embedding model from {str(folder)!r}: {exc}"
                 ) from exc
-            finally:
-                if bars:
-                    hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
             dim = model.get_embedding_dimension()
             if dim != self.dimension:
                 raise ModelNotFoundError(

@@ -75,3 +75,16 @@ def test_audit_missing_file_is_usage_error(tmp_path: Path) -> None:
 def test_unknown_flag_is_usage_error() -> None:
     done = cogem("run", "--bogus", "x")
     assert done.returncode == 2 and "No such option" in done.stderr
+
+
+def test_bad_spec_file_is_one_line_usage_error(tmp_path: Path) -> None:
+    from cogem.paths import bundled_dir
+
+    for spec in bundled_dir("modules").glob("*.toml"):
+        (tmp_path / spec.name).write_text(spec.read_text())
+    bad = tmp_path / "judge.toml"
+    bad.write_text(bad.read_text().replace("max_new_tokens = 120", "max_new_tokens = -1"))
+    done = cogem("run", "--modules", str(tmp_path), "x")
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(bad) in lines[0] and "bounds.max_new_tokens" in lines[0]
