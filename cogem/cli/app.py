@@ -94,3 +94,40 @@ def audit(
             _out.print(line, highlight=False, soft_wrap=True, markup=False)
     if not report.ok:
         raise typer.Exit(1)
+
+
+@app.command()
+def replay(
+    trace: Annotated[Path, typer.Argument(help="A trace file written by `cogem run`.")],
+    rederive: Annotated[
+        bool,
+        typer.Option(
+            "--rederive",
+            help="Call the model again with the recorded prompts and settings and diff each step.",
+        ),
+    ] = False,
+    model: Annotated[
+        str | None,
+        typer.Option(help="With --rederive: model to use (default: the one the manifest names)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Re-run a recorded run from its trace: zero model calls, final state must match."""
+    from cogem.cli.replay_cmd import run_replay_cli
+
+    code = run_replay_cli(trace, rederive=rederive, model=model, as_json=as_json, console=_out)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+def report(
+    trace: Annotated[Path, typer.Argument(help="A trace file written by `cogem run`.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Where to write the HTML page.")],
+) -> None:
+    """Write a single self-contained HTML page showing every step of a run."""
+    from cogem.cli.report_cmd import run_report_cli
+
+    code = run_report_cli(trace, out=out, console=_out)
+    if code:
+        raise typer.Exit(code)
