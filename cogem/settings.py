@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from cogem.errors import ConfigError
 from cogem.paths import home_dir
@@ -26,6 +26,9 @@ class Settings(BaseModel):
     home: Path = Field(default_factory=home_dir)
     seed: int = 0
     max_scenario_chars: int = Field(default=8000, ge=1)
+    audit_key: SecretStr | None = Field(
+        default=None, description="HMAC key that signs each trace's head (COGEM_AUDIT_KEY)"
+    )
     recall_k: int | None = Field(default=None, ge=1, le=50, description="override the spec's k")
 
     @property
@@ -38,6 +41,8 @@ class Settings(BaseModel):
         values: dict[str, object] = {}
         if model := os.environ.get("COGEM_MODEL"):
             values["model"] = model
+        if key := os.environ.get("COGEM_AUDIT_KEY"):
+            values["audit_key"] = key
         if seed := os.environ.get("COGEM_SEED"):
             try:
                 values["seed"] = int(seed)

@@ -77,17 +77,27 @@ def audit(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the audit report as JSON.")
     ] = False,
+    repair: Annotated[
+        bool,
+        typer.Option("--repair", help="Truncate a torn last line left by a crash, then audit."),
+    ] = False,
 ) -> None:
-    """Verify a trace: hash chain, record schemas, module outputs against their schemas."""
+    """Verify a trace: hash chain, signed head, record schemas and the run's invariants.
+
+    Set COGEM_AUDIT_KEY to the key the run was signed with to check the signed head too.
+    """
     from cogem.errors import UsageError
-    from cogem.trace import verify_trace
+    from cogem.trace import audit_key_from_env, repair_torn_tail, verify_trace
 
     if not trace.is_file():
         raise UsageError(f"no such trace file: path={str(trace)!r}")
-    report = verify_trace(trace)
+    if repair:
+        removed = repair_torn_tail(trace)
+        _err.print(f"repaired: removed a torn last line of {removed} bytes", highlight=False)
+    report = verify_trace(trace, key=audit_key_from_env())
     if as_json:
         payload: dict[str, Any] = report.model_dump(mode="json")
-        payload.update(ok=report.ok, first_bad=report.first_bad)
+        payload.update(ok=report.ok, first_bad=report.first_bad, tampered=report.tampered)
         typer.echo(json.dumps(payload, indent=2))
     else:
         for line in audit_lines(report):

@@ -82,13 +82,26 @@ class StepPrinter:
 
 
 def audit_lines(report: AuditReport) -> list[str]:
+    signature = (
+        "signature verified"
+        if report.signature_checked and report.ok
+        else "signed (set COGEM_AUDIT_KEY to check)"
+        if report.signed
+        else "unsigned"
+    )
     if report.ok:
-        return [f"intact: {report.records} records, run {report.run_id}, head {report.head}"]
+        return [
+            f"intact: {report.records} records, run {report.run_id}, head {report.head}, {signature}"
+        ]
     first = report.first_bad
-    lines = [
-        f"NOT intact: first bad record {first} ({len(report.problems)} problem(s)) in {report.path}"
-    ]
+    if report.tampered:
+        verdict = f"TAMPERED: first bad record {first}"
+    elif report.torn_tail:
+        verdict = f"TORN TAIL at record {first} (crash while writing; `cogem audit --repair` truncates it)"
+    else:
+        verdict = f"INCOMPLETE at record {first} (run crashed, or its tail was cut)"
+    lines = [f"{verdict} ({len(report.problems)} problem(s)) in {report.path}"]
     lines += [f"  record {p.index} [{p.rule}] {p.message}" for p in report.problems[:20]]
     if len(report.problems) > 20:
-        lines.append(f"  … and {len(report.problems) - 20} more")
+        lines.append(f"  ... and {len(report.problems) - 20} more")
     return lines

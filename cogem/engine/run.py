@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from cogem.engine.graph import Reasoner
 from cogem.engine.runtime import RunContext, Runtime
 from cogem.errors import InputError
+from cogem.settings import Settings
 from cogem.trace.events import RunEnd, RunError, RunStart
 from cogem.trace.writer import TraceWriter
 
@@ -124,11 +125,17 @@ def run_reasoner(
                 final_state=None,
                 latency_ms=_ms(started),
             )
+            writer.seal(_key(settings))
             raise
         state = dict(final)
         steps = sum(ctx.visits.values())
         ctx.emit(RunEnd, status="ok", steps=steps, final_state=state, latency_ms=_ms(started))
+        writer.seal(_key(settings))
     return RunResult(run_id=run_id, trace_path=trace_path, state=state, steps=steps)
+
+
+def _key(settings: Settings) -> bytes | None:
+    return settings.audit_key.get_secret_value().encode("utf-8") if settings.audit_key else None
 
 
 def _ms(started: float) -> float:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cogem.testing.fake_llm import SchemaFillingLLM, ScriptedLLM, instance_for_schema
+from cogem.testing.forge import rewrite_trace
 from cogem.testing.hash_embedding import HashEmbedding
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "ScriptedLLM",
     "fake_runtime",
     "instance_for_schema",
+    "rewrite_trace",
 ]
 
 

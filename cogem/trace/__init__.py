@@ -1,7 +1,8 @@
 """Audit traces: typed events, a hash-chained writer and a verifier (no heavy imports)."""
 
 from cogem.trace.events import TRACE_VERSION, Event, Manifest
-from cogem.trace.verify import AuditReport, Problem, read_trace, verify_trace
+from cogem.trace.seal import audit_key_from_env
+from cogem.trace.verify import AuditReport, Problem, read_trace, repair_torn_tail, verify_trace
 from cogem.trace.writer import TraceWriter
 
 __all__ = [
@@ -11,6 +12,8 @@ __all__ = [
     "Manifest",
     "Problem",
     "TraceWriter",
+    "audit_key_from_env",
     "read_trace",
+    "repair_torn_tail",
     "verify_trace",
 ]

@@ -29,6 +29,7 @@ __all__ = [
     "RunEnd",
     "RunError",
     "RunStart",
+    "Seal",
     "ValidationRetry",
 ]
 
@@ -151,8 +152,26 @@ class RunEnd(_EventBase):
     latency_ms: float = Field(ge=0)
 
 
+class Seal(_EventBase):
+    """The signed head, written after ``run_end`` (see :mod:`cogem.trace.seal`)."""
+
+    type: Literal["seal"] = "seal"
+    records: int = Field(ge=1, description="number of records before the seal")
+    head: str = Field(pattern=_HEX64, description="hash of the record before the seal")
+    signature: str | None = Field(default=None, pattern=_HEX64, description="HMAC-SHA256, if keyed")
+    key_id: str | None = Field(default=None, description="fingerprint of the signing key")
+
+
 Event = Annotated[
-    RunStart | ModuleStart | LlmCall | Retrieval | ValidationRetry | ModuleEnd | RunError | RunEnd,
+    RunStart
+    | ModuleStart
+    | LlmCall
+    | Retrieval
+    | ValidationRetry
+    | ModuleEnd
+    | RunError
+    | RunEnd
+    | Seal,
     Field(discriminator="type"),
 ]
 EventAdapter: TypeAdapter[Event] = TypeAdapter(Event)

@@ -11,7 +11,8 @@ from pydantic import ValidationError
 
 from cogem.canonical import canonical_json, sha256_json
 from cogem.errors import TraceError
-from cogem.trace.events import GENESIS
+from cogem.trace.events import GENESIS, Seal
+from cogem.trace.seal import key_id, sign_head
 
 __all__ = ["TraceWriter"]
 
@@ -81,6 +82,19 @@ class TraceWriter:
         self._prev = digest
         self._seq += 1
         return event_type.model_validate(body)  # type: ignore[no-any-return]
+
+    def seal(self, key: bytes | None = None) -> Seal:
+        """Append the signed head (HMAC-signed when ``key`` is given); no record may follow."""
+        signature = sign_head(key, self.run_id, self._seq, self._prev) if key else None
+        event = self.emit(
+            Seal,
+            records=self._seq,
+            head=self._prev,
+            signature=signature,
+            key_id=key_id(key) if key else None,
+        )
+        self.close()
+        return event
 
     def close(self) -> None:
         if self._fh is not None:

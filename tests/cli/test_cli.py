@@ -61,7 +61,7 @@ def test_audit_intact_and_tampered(tmp_path: Path) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     bad = cogem("audit", str(path))
     assert bad.returncode == 1
-    assert f"first bad record {target}" in bad.stdout
+    assert f"first bad record {target}" in bad.stdout and "TAMPERED" in bad.stdout
 
     as_json = json.loads(cogem("audit", "--json", str(path)).stdout)
     assert as_json["ok"] is False and as_json["first_bad"] == target
@@ -88,3 +88,29 @@ def test_bad_spec_file_is_one_line_usage_error(tmp_path: Path) -> None:
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and str(bad) in lines[0] and "bounds.max_new_tokens" in lines[0]
+
+
+def test_audit_repair_truncates_a_torn_tail(tmp_path: Path) -> None:
+    path = _fake_trace(tmp_path)
+    intact = path.read_bytes()
+    path.write_bytes(intact + b'{"v":1,"seq":')
+    torn = cogem("audit", str(path))
+    assert torn.returncode == 1 and "TORN TAIL" in torn.stdout
+    repaired = cogem("audit", "--repair", str(path))
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert path.read_bytes() == intact
+
+
+def test_audit_checks_the_signed_head_with_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cogem.settings import Settings
+
+    runtime = fake_runtime()
+    runtime.settings = Settings(home=runtime.settings.home, audit_key="k1")
+    path = Reasoner.default().run("x y", runtime, trace_path=tmp_path / "s.jsonl").trace_path
+    monkeypatch.setenv("COGEM_AUDIT_KEY", "k1")
+    assert "signature verified" in cogem("audit", str(path)).stdout
+    monkeypatch.setenv("COGEM_AUDIT_KEY", "k2")
+    wrong = cogem("audit", str(path))
+    assert wrong.returncode == 1 and "another key" in wrong.stdout
