@@ -1,0 +1,1 @@
+"""Audit tools: replay, report, export."""
