@@ -141,3 +141,32 @@ def report(
     code = run_report_cli(trace, out=out, console=_out)
     if code:
         raise typer.Exit(code)
+
+
+@app.command()
+def probe(
+    cases: Annotated[
+        Path, typer.Argument(help="Case file: JSONL with a 'scenario' field per line, or CSV.")
+    ],
+    probes: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated probe names (default: all). See `cogem.probes`."),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Model: a local HF model dir or hub id (default: embedded SmolLM2)."),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N cases.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Directory for the traces (default: a temp dir).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Metamorphic probes: how often the verdict flips for changes that should not matter."""
+    from cogem.cli.probe_cmd import run_probe_cli
+
+    code = run_probe_cli(
+        cases, probes=probes, model=model, limit=limit, out=out, as_json=as_json, console=_out
+    )
+    if code:
+        raise typer.Exit(code)
