@@ -16,7 +16,7 @@ import jsonschema
 from pydantic import BaseModel, ConfigDict
 
 from cogem.canonical import sha256_json
-from cogem.schema import ENUM_FROM
+from cogem.schema import CONST_FROM, ENUM_FROM
 from cogem.trace.events import (
     LlmCall,
     ModuleEnd,
@@ -287,54 +287,113 @@ def loop_bounds(records: Records) -> list[Problem]:
     return found
 
 
-def state_flow(records: Records) -> list[Problem]:
-    """Replaying the recorded outputs reproduces the run: each module read exactly its declared
-    fields with the values the state held (transparency), cited ids were retrieved earlier in the
-    run (``x-cogem-enum-from``), and the final state is the sum of the steps."""
+def _with_state(records: Records) -> Iterator[tuple[int, Any, dict[str, Any], dict[str, Any]]]:
+    """Each record with the run state *before* it and its module's spec (``{}`` if none),
+    rebuilding the state from the inputs and the recorded module outputs."""
     manifest = _manifest(records)
     if manifest is None:
-        return []
+        return
     state: dict[str, Any] = {}
-    found = []
     for index, event in records:
         if isinstance(event, RunStart):
             state = dict(event.inputs)
-        elif isinstance(event, ModuleStart):
-            spec = manifest.specs.get(event.module, {})
-            expected = {name: state.get(name) for name in spec.get("reads", [])}
-            if event.reads != expected:
+        spec = manifest.specs.get(getattr(event, "module", None) or "", {})
+        yield index, event, state, spec
+        if isinstance(event, ModuleEnd):
+            state = {**state, **event.output}
+
+
+def declared_reads(records: Records) -> list[Problem]:
+    """Each module saw exactly the fields its spec declares it reads, with the values the state
+    held (transparency: a module cannot peek at anything else)."""
+    return [
+        Problem(
+            index=index,
+            rule="reads",
+            message=f"record {index}: module {event.module!r} saw fields or values other than its declared reads",
+        )
+        for index, event, state, spec in _with_state(records)
+        if isinstance(event, ModuleStart)
+        and event.reads != {name: state.get(name) for name in spec.get("reads", [])}
+    ]
+
+
+def declared_writes(records: Records) -> list[Problem]:
+    """Each module wrote exactly the fields its spec declares it writes."""
+    return [
+        Problem(
+            index=index,
+            rule="writes",
+            message=f"record {index}: module {event.module!r} wrote {sorted(event.output)}, not its declared writes",
+        )
+        for index, event, _, spec in _with_state(records)
+        if isinstance(event, ModuleEnd) and sorted(event.output) != sorted(spec.get("writes", []))
+    ]
+
+
+def cited_ids_retrieved(records: Records) -> list[Problem]:
+    """Values drawn from the state (``x-cogem-enum-from``, e.g. cited memory ids) were really
+    there earlier in this run: a judge cites only what recall retrieved."""
+    found = []
+    for index, event, state, spec in _with_state(records):
+        if not isinstance(event, ModuleEnd):
+            continue
+        for field, source in _enum_sources(spec.get("output_schema") or {}):
+            value = event.output.get(field)
+            stray = [
+                v
+                for v in (value if isinstance(value, list) else [value])
+                if v is not None and v not in set(state.get(source) or [])
+            ]
+            if stray:
                 found.append(
                     Problem(
                         index=index,
-                        rule="reads",
-                        message=f"record {index}: module {event.module!r} saw fields or values other than its declared reads",
+                        rule="citations",
+                        message=f"record {index}: module {event.module!r} cites {stray} in {field!r}, not in {source!r} of this run",
                     )
                 )
-        elif isinstance(event, ModuleEnd):
-            spec = manifest.specs.get(event.module, {})
-            for field, source in _enum_sources(spec.get("output_schema") or {}):
-                allowed = set(state.get(source) or [])
-                value = event.output.get(field)
-                cited = value if isinstance(value, list) else [value]
-                stray = [v for v in cited if v is not None and v not in allowed]
-                if stray:
-                    found.append(
-                        Problem(
-                            index=index,
-                            rule="citations",
-                            message=f"record {index}: module {event.module!r} cites {stray} in {field!r}, not in {source!r} of this run",
-                        )
-                    )
-            state.update(event.output)
-        elif isinstance(event, RunEnd) and event.status == "ok" and event.final_state != state:
-            found.append(
-                Problem(
-                    index=index,
-                    rule="final_state",
-                    message=f"record {index}: final state differs from the recorded steps",
-                )
-            )
     return found
+
+
+def derived_fields(records: Records) -> list[Problem]:
+    """Fields fixed by the state (``x-cogem-const-from``) follow it: a plan's stance follows the
+    verdict, so no plan carries out an action the judge found wrong."""
+    found = []
+    for index, event, state, spec in _with_state(records):
+        if not isinstance(event, ModuleEnd):
+            continue
+        for field, rule in _const_sources(spec.get("output_schema") or {}):
+            source = state.get(rule["field"])
+            expected = rule["map"].get(source) if isinstance(rule.get("map"), dict) else source
+            if field in event.output and event.output[field] != expected:
+                found.append(
+                    Problem(
+                        index=index,
+                        rule="derived",
+                        message=f"record {index}: module {event.module!r} set {field!r} to {event.output[field]!r}, but {rule['field']}={source!r} requires {expected!r}",
+                    )
+                )
+    return found
+
+
+def final_state(records: Records) -> list[Problem]:
+    """A finished run's final state is exactly the inputs plus every step's recorded output."""
+    return [
+        Problem(
+            index=index,
+            rule="final_state",
+            message=f"record {index}: final state differs from the recorded steps",
+        )
+        for index, event, state, _ in _with_state(records)
+        if isinstance(event, RunEnd) and event.status == "ok" and event.final_state != state
+    ]
+
+
+def _const_sources(schema: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for name, prop in (schema.get("properties") or {}).items():
+        if isinstance(prop, dict) and isinstance(prop.get(CONST_FROM), dict):
+            yield name, prop[CONST_FROM]
 
 
 def _enum_sources(schema: dict[str, Any]) -> Iterator[tuple[str, str]]:
@@ -351,5 +410,9 @@ RULES: dict[str, Rule] = {
     "steps": step_structure,
     "edges": graph_edges,
     "loop_bound": loop_bounds,
-    "state_flow": state_flow,
+    "reads": declared_reads,
+    "writes": declared_writes,
+    "citations": cited_ids_retrieved,
+    "derived": derived_fields,
+    "final_state": final_state,
 }

@@ -171,6 +171,20 @@ def _break_final_state(rs: list[dict[str, Any]]) -> None:
     )
 
 
+def _break_plan_stance(rs: list[dict[str, Any]]) -> None:
+    end = _first(rs, "module_end", "plan")
+    verdict = _first(rs, "run_end")["final_state"]["verdict"]
+    stance = "proceed" if verdict != "acceptable" else "refrain"
+    end["output"]["stance"] = stance
+    end["output_schema"]["properties"]["stance"]["enum"] = [stance]
+    end["schema_hash"] = __import__("cogem.canonical").canonical.sha256_json(end["output_schema"])
+    _first(rs, "run_end")["final_state"]["stance"] = stance
+
+
+def _break_writes(rs: list[dict[str, Any]]) -> None:
+    del _first(rs, "module_end", "perceive")["output"]["actors"]
+
+
 def _break_spec_hash(rs: list[dict[str, Any]]) -> None:
     _first(rs, "run_start")["manifest"]["specs"]["judge"]["prompt"] += " (edited)"
 
@@ -187,6 +201,8 @@ def _break_spec_hash(rs: list[dict[str, Any]]) -> None:
         (_break_reads, "reads", "module_start", "judge"),
         (_break_final_state, "final_state", "run_end", None),
         (_break_spec_hash, "spec_hash", "run_start", None),
+        (_break_plan_stance, "derived", "module_end", "plan"),
+        (_break_writes, "writes", "module_end", "perceive"),
     ],
 )
 def test_each_rule_reports_the_violating_record(
@@ -208,7 +224,11 @@ def test_rules_are_named_and_documented() -> None:
         "steps",
         "edges",
         "loop_bound",
-        "state_flow",
+        "reads",
+        "writes",
+        "citations",
+        "derived",
+        "final_state",
         "spec_hash",
     }
     assert all(rule.__doc__ for rule in RULES.values())
