@@ -5,12 +5,21 @@ The module runtime depends only on this file, never on a concrete backend.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["LLM", "ChatPrompt", "Generation", "ModelInfo", "OptionScores", "Prompt"]
+__all__ = [
+    "LLM",
+    "ChatPrompt",
+    "Generation",
+    "ModelInfo",
+    "OptionScores",
+    "Prompt",
+    "normalize_logprobs",
+]
 
 
 class _Record(BaseModel):
@@ -60,6 +69,16 @@ class OptionScores(_Record):
     option_tokens: list[int] = Field(description="token count of each option continuation")
     prompt_tokens: int
     latency_ms: float
+
+
+def normalize_logprobs(logprobs: Sequence[float]) -> list[float]:
+    """The distribution over options: softmax of their log-probabilities (max subtracted for
+    stability, exact sum). Every backend, fake and replay uses this one function, so recorded
+    probabilities can be recomputed bit for bit."""
+    top = max(logprobs)
+    weights = [math.exp(x - top) for x in logprobs]
+    total = math.fsum(weights)
+    return [w / total for w in weights]
 
 
 @runtime_checkable

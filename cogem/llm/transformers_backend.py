@@ -7,7 +7,6 @@ continuation log-likelihood, computed the way lm-evaluation-harness computes it.
 from __future__ import annotations
 
 import json
-import math
 import threading
 import time
 from collections.abc import Sequence
@@ -15,7 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from cogem.errors import ModelNotFoundError, UsageError
-from cogem.llm.base import ChatPrompt, Generation, ModelInfo, OptionScores, Prompt
+from cogem.llm.base import (
+    ChatPrompt,
+    Generation,
+    ModelInfo,
+    OptionScores,
+    Prompt,
+    normalize_logprobs,
+)
 from cogem.llm.model_files import (
     ModelLocation,
     dir_weights_sha256,
@@ -250,7 +256,7 @@ class TransformersLLM:
             prompt_text=text,
             options=opts,
             logprobs=logprobs,
-            probs=_softmax(logprobs),
+            probs=normalize_logprobs(logprobs),
             option_tokens=[len(c) for c in continuations],
             prompt_tokens=len(context_ids),
             latency_ms=latency_ms,
@@ -378,13 +384,6 @@ def _check_options(options: Sequence[str]) -> list[str]:
 def _split_trailing_whitespace(text: str) -> tuple[str, str]:
     stripped = text.rstrip()
     return stripped, text[len(stripped) :]
-
-
-def _softmax(logprobs: list[float]) -> list[float]:
-    top = max(logprobs)
-    weights = [math.exp(lp - top) for lp in logprobs]
-    total = math.fsum(weights)
-    return [w / total for w in weights]
 
 
 def _load_pretrained(target: str, location: ModelLocation, *, dtype: str) -> tuple[Any, Any]:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from cogem.canonical import sha256_hex
 from cogem.errors import UsageError
-from cogem.llm.base import Generation, ModelInfo, OptionScores, Prompt
+from cogem.llm.base import Generation, ModelInfo, OptionScores, Prompt, normalize_logprobs
 
 __all__ = ["SchemaFillingLLM", "ScriptedLLM", "instance_for_schema"]
 
@@ -22,13 +21,6 @@ def _text(prompt: Prompt) -> str:
     return f"<system>{prompt.system or ''}</system><user>{prompt.user}</user><assistant>"
 
 
-def _softmax(logprobs: Sequence[float]) -> list[float]:
-    top = max(logprobs)
-    weights = [math.exp(x - top) for x in logprobs]
-    total = math.fsum(weights)
-    return [w / total for w in weights]
-
-
 def _scores(prompt: Prompt, options: Sequence[str], logprobs: Sequence[float]) -> OptionScores:
     if len(logprobs) != len(options):
         raise UsageError(f"scripted scores have {len(logprobs)} values for {len(options)} options")
@@ -36,7 +28,7 @@ def _scores(prompt: Prompt, options: Sequence[str], logprobs: Sequence[float]) -
         prompt_text=_text(prompt),
         options=list(options),
         logprobs=[float(x) for x in logprobs],
-        probs=_softmax(logprobs),
+        probs=normalize_logprobs(logprobs),
         option_tokens=[1] * len(options),
         prompt_tokens=len(_text(prompt).split()),
         latency_ms=0.0,
