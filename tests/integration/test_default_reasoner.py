@@ -112,3 +112,28 @@ def test_cli_json_prints_final_state(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     state = json.loads(done.stdout)
     assert state["verdict"] in {"acceptable", "wrong", "unclear"} and state["steps"]
+
+
+def test_thousand_byte_flips_in_a_real_trace_name_the_exact_record(
+    runs: list[Any], tmp_path: Path
+) -> None:
+    import random
+
+    data = runs[0].trace_path.read_bytes()
+    starts = [0, *[i + 1 for i, b in enumerate(data) if b == 0x0A][:-1]]
+    rng = random.Random(2026)
+    copy = tmp_path / "flipped.jsonl"
+    for _ in range(1000):
+        pos = rng.randrange(len(data))
+        flipped = bytearray(data)
+        flipped[pos] ^= 1 << rng.randrange(8)
+        copy.write_bytes(bytes(flipped))
+        report = verify_trace(copy)
+        record = max(i for i, s in enumerate(starts) if s <= pos)
+        assert report.tampered and report.first_bad == record, (pos, report.problems[:2])
+    lines = data.splitlines(keepends=True)
+    for broken in (lines[:3] + lines[4:], [lines[0], lines[2], lines[1], *lines[3:]], lines[:-2]):
+        copy.write_bytes(b"".join(broken))
+        assert not verify_trace(copy).ok
+    copy.write_bytes(data)
+    assert verify_trace(copy).ok
