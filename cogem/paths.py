@@ -1,6 +1,6 @@
 """Where cogem finds its bundled data and keeps its own files.
 
-The declarative data directories (``modules/``, ``memory/``) sit at the repo's top level in a
+The declarative data directories (``modules/``, ``memory/``, ``evals/``) sit at the repo's top level in a
 source checkout and under ``cogem/_data/`` in an installed wheel; both layouts resolve here so no
 other code needs to know which one it runs from.
 """
@@ -18,7 +18,7 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def bundled_dir(name: str) -> Path:
-    """Return the bundled data directory ``name`` (``"modules"`` or ``"memory"``)."""
+    """Return the bundled data directory ``name`` (``"modules"``, ``"memory"`` or ``"evals"``)."""
     for candidate in (_PACKAGE_DIR / "_data" / name, _PACKAGE_DIR.parent / name):
         if candidate.is_dir():
             return candidate
