@@ -160,6 +160,11 @@ def _retrieve(
             f"module {spec.name!r} retrieves from memory, but the runtime has no memory store"
         )
     query = str(values.get(retrieval.query_field) or "")
+    if not query.strip():
+        # A blank query is the model's output failing, not the caller's mistake.
+        raise OutputValidationError(
+            f"module {spec.name!r}: the query field {retrieval.query_field!r} is blank"
+        )
     k = ctx.runtime.settings.recall_k or retrieval.k
     k = min(k, retrieval.k)  # the spec's k is the schema's bound; settings may only lower it
     started = time.perf_counter()

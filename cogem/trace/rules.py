@@ -363,8 +363,11 @@ def derived_fields(records: Records) -> list[Problem]:
     for index, event, state, spec in _with_state(records):
         if not isinstance(event, ModuleEnd):
             continue
+        # A module's own choice (decided first, by option scoring) may fix its generated fields.
+        choice = (spec.get("choice") or {}).get("field")
+        seen = {**state, **({choice: event.output[choice]} if choice in event.output else {})}
         for field, rule in _const_sources(spec.get("output_schema") or {}):
-            source = state.get(rule["field"])
+            source = seen.get(rule["field"])
             expected = rule["map"].get(source) if isinstance(rule.get("map"), dict) else source
             if field in event.output and event.output[field] != expected:
                 found.append(

@@ -16,3 +16,12 @@ def test_readme_testing_example_runs_on_fakes() -> None:
 def test_readme_quick_start_has_exactly_two_commands() -> None:
     quick = blocks("bash")[:2]
     assert quick == ["make demo\n", "make test\n"]
+
+
+def test_readme_check_reasoner_example_runs() -> None:
+    (example,) = [b for b in blocks("python") if "check_reasoner(" in b]
+    namespace: dict[str, object] = {}
+    exec(compile(example, "README.md", "exec"), namespace)
+    test = namespace["test_my_reasoner_keeps_every_invariant"]
+    assert callable(test)
+    test()
