@@ -222,7 +222,9 @@ def test_spec_that_does_not_match_its_hash_is_refused(
     with pytest.raises(TraceError, match="'plan'"):
         replay_trace(path)  # refused by the audit, or by replay's own check
     # Replay checks every spec against its hash itself, whatever the audit rules are.
-    monkeypatch.setattr("cogem.audit.replay.verify_trace", lambda p, **kw: type("R", (), {"ok": True})())
+    monkeypatch.setattr(
+        "cogem.audit.replay.verify_trace", lambda p, **kw: type("R", (), {"ok": True})()
+    )
     with pytest.raises(SpecMismatchError, match="'plan'"):
         replay_trace(path)
 
