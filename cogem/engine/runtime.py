@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from cogem.llm.base import LLM
@@ -37,6 +38,7 @@ class RunContext:
     on_event: Callable[[Any], None] | None = None
     visits: dict[str, int] = field(default_factory=dict)
     current: str | None = None
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     _steps: itertools.count[int] = field(default_factory=itertools.count)
 
     def next_step(self) -> int:
