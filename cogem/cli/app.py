@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from cogem.cli.memory_cmd import memory_app
 from cogem.cli.render import StepPrinter, audit_lines
 
 app = typer.Typer(
@@ -17,6 +18,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+app.add_typer(memory_app, name="memory")
 
 _out = Console()
 _err = Console(stderr=True)
