@@ -11,7 +11,13 @@ chroma metadata is flat (string, int, float or bool values), so a record is flat
 ``prov_run_id``,
 ``prov_record_hash``
 ``m.<key>``            the record's own metadata, prefixed so it can never shadow the above
+``exact_floats``       JSON object: the exact value of every float above (see below)
 =====================  ======================================================================
+
+chromadb 1.5 moves metadata from its write-ahead log (JSON) into its tables with a float parser
+that can land one ulp off (``0.47170425381154957`` comes back as ``0.4717042538115496``). The
+flattened floats are good enough for filtering, but ``get`` must return the record exactly, so
+the floats are also kept as JSON text (Python's ``repr`` round-trips) and read back from there.
 
 The document is the record text. Decoding validates the result as a record again, so a corrupted
 or foreign row is reported as a store error instead of leaking into a run.
@@ -19,6 +25,7 @@ or foreign row is reported as a store error instead of leaking into a run.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -31,6 +38,7 @@ from cogem.memory.base import MemoryRecord, MetaValue
 __all__ = ["USER_PREFIX", "chroma_where", "from_chroma", "stale_keys", "to_chroma"]
 
 USER_PREFIX = "m."
+_EXACT = "exact_floats"
 _PROV = {"module": "prov_module", "run_id": "prov_run_id", "record_hash": "prov_record_hash"}
 
 
@@ -48,6 +56,9 @@ def to_chroma(record: MemoryRecord) -> dict[str, MetaValue]:
             meta[key] = getattr(record.provenance, field)
     for key, value in record.metadata.items():
         meta[USER_PREFIX + key] = value
+    exact = {key: value for key, value in meta.items() if type(value) is float}
+    exact.pop("created_at_ts")  # derived from created_at, never read back
+    meta[_EXACT] = json.dumps(exact, sort_keys=True, allow_nan=False)
     return meta
 
 
@@ -59,7 +70,13 @@ def stale_keys(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[st
 
 def from_chroma(rid: str, document: str | None, meta: Mapping[str, Any] | None) -> MemoryRecord:
     """Rebuild the record stored under ``rid``."""
-    meta = meta or {}
+    meta = dict(meta or {})
+    try:
+        exact = json.loads(meta.get(_EXACT) or "{}")
+    except (TypeError, ValueError) as exc:
+        raise MemoryStoreError(f"stored memory record {rid!r} is unreadable: {exc}") from exc
+    if isinstance(exact, dict):
+        meta.update((k, v) for k, v in exact.items() if k in meta and isinstance(v, float))
     data: dict[str, Any] = {
         "id": rid,
         "text": document,
