@@ -259,12 +259,10 @@ class ChromaMemory:
         else:
             vector = given_vectors([query_embedding], 1, dim)
         try:
-            total = self.count()
-            if total == 0:
-                return []
+            # chroma returns fewer rows when fewer records match, so no count() round trip.
             result = self._live.query(
                 query_embeddings=vector.astype("float32"),
-                n_results=min(total, max(4 * k, POOL_MIN)),
+                n_results=max(4 * k, POOL_MIN),
                 where=chroma_where(kind_filter, clauses),
                 include=["documents", "metadatas", "distances"],
             )
