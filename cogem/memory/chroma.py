@@ -335,7 +335,8 @@ class ChromaMemory:
     def compact(self) -> None:
         """Make :meth:`forget` final: rebuild the collection from the surviving records and, for
         an embedded store, scrub chroma's files (see :mod:`cogem.memory.compaction`). On a
-        server only the rebuild happens; the server's own files are its operator's business."""
+        server only the rebuild happens (the server's files are its operator's business), and
+        no other client may write meanwhile: their writes to the old collection would be lost."""
         conn = self._connection
         try:
             rebuild(conn.client, self._name, self._embedding, self._batch_size())
