@@ -31,8 +31,10 @@ from cogem.trace.rules import (
     final_state,
     graph_edges,
     loop_bounds,
+    memory_writes,
     output_schemas,
     probabilities,
+    retrieval_scores,
     spec_hashes,
     step_structure,
 )
@@ -51,8 +53,10 @@ __all__ = [
     "final_state",
     "graph_edges",
     "loop_bounds",
+    "memory_writes",
     "output_schemas",
     "probabilities",
+    "retrieval_scores",
     "spec_hashes",
     "step_structure",
     "trace_digest",
@@ -60,9 +64,12 @@ __all__ = [
 
 PROPERTIES: dict[str, Rule] = dict(RULES)
 
-# Fields that differ between two runs of the same input by design: identity, time, and the
-# hashes that cover them.
-_VOLATILE = frozenset({"run_id", "ts", "hash", "prev", "latency_ms", "signature", "key_id", "head"})
+# Fields that differ between two runs of the same input by design: identity, time (including
+# the time recency is measured against, and the recency it gives), and the hashes that cover
+# them. A recency that changes a *score* still changes the digest.
+_VOLATILE = frozenset(
+    {"run_id", "ts", "hash", "prev", "latency_ms", "signature", "key_id", "head", "now", "recency"}
+)
 
 
 def _records(path: Path) -> list[tuple[int, Any]]:

@@ -19,10 +19,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from cogem.canonical import sha256_json
 from cogem.errors import ConfigError
+from cogem.memory.base import MemoryKind
 from cogem.paths import bundled_dir
 from cogem.schema import dependencies
+from cogem.scoring import ScoringWeights
 
-__all__ = ["Bounds", "Choice", "ModuleSpec", "RetrievalSpec", "load_spec", "load_specs"]
+__all__ = [
+    "Bounds",
+    "Choice",
+    "MemoryWriteSpec",
+    "ModuleSpec",
+    "RetrievalSpec",
+    "load_spec",
+    "load_specs",
+]
 
 _NAME = r"^[a-z][a-z0-9_]{0,39}$"
 
@@ -63,6 +73,21 @@ class RetrievalSpec(_Strict):
     k: int = Field(default=4, ge=1, le=50)
     hits_field: str = Field(default="memories", pattern=_NAME)
     ids_field: str = Field(default="recalled_ids", pattern=_NAME)
+    kinds: list[MemoryKind] | None = Field(default=None, description="only these kinds")
+    weights: ScoringWeights = Field(default_factory=ScoringWeights)
+
+
+class MemoryWriteSpec(_Strict):
+    """A memory record written at the end of the step (e.g. the episode a run just lived).
+
+    The record id is derived from the run id, the step and the text, so a repeated or resumed
+    step writes the same record again instead of a duplicate.
+    """
+
+    text: str = Field(min_length=1, description="template over read and produced fields")
+    kind: MemoryKind = "episodic"
+    importance: float = Field(default=0.5, ge=0.0, le=1.0)
+    id_field: str = Field(default="memory_id", pattern=_NAME, description="state field for the id")
 
 
 class ModuleSpec(_Strict):
@@ -79,6 +104,7 @@ class ModuleSpec(_Strict):
     output_schema: dict[str, Any] | None = None
     choice: Choice | None = None
     retrieval: RetrievalSpec | None = None
+    memory_write: MemoryWriteSpec | None = None
     bounds: Bounds = Field(default_factory=Bounds)
 
     @model_validator(mode="after")
@@ -103,6 +129,8 @@ class ModuleSpec(_Strict):
             fields += list(self.output_schema.get("properties", {}))
         if self.retrieval:
             fields += [self.retrieval.hits_field, self.retrieval.ids_field]
+        if self.memory_write:
+            fields.append(self.memory_write.id_field)
         return fields
 
     def full_output_schema(self, generation_schema: dict[str, Any] | None) -> dict[str, Any]:
@@ -131,6 +159,8 @@ class ModuleSpec(_Strict):
                 "maxItems": self.retrieval.k,
                 "items": {"type": "string"},
             }
+        if self.memory_write:
+            props[self.memory_write.id_field] = {"type": "string", "minLength": 1}
         return {
             "type": "object",
             "properties": props,
@@ -139,6 +169,7 @@ class ModuleSpec(_Strict):
         }
 
 
+_UNIT = {"type": "number", "minimum": 0, "maximum": 1}
 _HIT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
@@ -146,7 +177,7 @@ _HIT_SCHEMA: dict[str, Any] = {
         "text": {"type": "string"},
         "kind": {"type": "string"},
         "source": {"type": "string"},
-        "score": {"type": "number"},
+        "score": _UNIT,
         "distance": {"type": "number"},
     },
     "required": ["id", "text", "kind", "source", "score", "distance"],
@@ -173,6 +204,13 @@ def _check_consistency(spec: ModuleSpec) -> None:
         unknown = _template_fields(template) - allowed
         if unknown:
             raise ValueError(f"{field}: placeholders {sorted(unknown)} are not declared in reads")
+    if spec.memory_write:
+        produced_here = set(spec.produced_fields()) - {spec.memory_write.id_field}
+        unknown = _template_fields(spec.memory_write.text) - reads - produced_here
+        if unknown:
+            raise ValueError(
+                f"memory_write.text: placeholders {sorted(unknown)} are neither read nor produced"
+            )
     if not set(spec.untrusted) <= reads:
         raise ValueError("untrusted: every untrusted field must also be in reads")
     if spec.output_schema is not None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ from cogem.engine.graph import END, Reasoner
 from cogem.engine.runtime import Runtime
 from cogem.errors import CogemError, TraceError, UsageError
 from cogem.llm.base import ModelInfo
-from cogem.memory.base import MemoryHit, MemoryInfo
+from cogem.memory.base import MemoryHit, MemoryInfo, ScoreComponents
 from cogem.settings import Settings
 from cogem.spec import ModuleSpec
 from cogem.trace.events import (
@@ -180,10 +181,29 @@ class _Recording:
             spec = self.specs.get(event.module)
             end = ends.get((event.module, event.step))
             field = spec.retrieval.hits_field if spec and spec.retrieval else "memories"
+            texts = {}
             if end is not None and field in end.output:
-                hits = [MemoryHit.model_validate(h) for h in end.output[field]]
-            else:  # the step failed after searching: only the hit metadata was recorded
-                hits = [MemoryHit(text="", **h.model_dump()) for h in event.hits]
+                texts = {row["id"]: row["text"] for row in end.output[field]}
+            # The retrieval record holds every ranking number; the text comes from the module's
+            # output (absent when the step failed after searching). The record's creation time is
+            # not recorded: the search time stands in, and nothing downstream reads it.
+            now = datetime.fromisoformat(event.now)
+            hits = [
+                MemoryHit(
+                    id=h.id,
+                    text=texts.get(h.id, ""),
+                    kind=h.kind,  # type: ignore[arg-type]
+                    source=h.source,
+                    created_at=now,
+                    importance=h.importance,
+                    distance=h.distance,
+                    components=ScoreComponents(
+                        relevance=h.relevance, recency=h.recency, importance=h.importance
+                    ),
+                    score=h.score,
+                )
+                for h in event.hits
+            ]
             searches.append((index, event, hits))
         info = dict(self.manifest.memory)
         info["backend"] = f"replay:{info.get('backend', '?')}"

@@ -3,7 +3,7 @@ each request checked against its record (see :mod:`cogem.audit.replay` for the m
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cogem.audit.replay_diff import short
@@ -181,7 +181,22 @@ class ReplayMemory:
     def count(self) -> int:
         return self._info.count
 
-    def search(self, query: str, k: int) -> list[MemoryHit]:
+    def get(self, ids: Sequence[str]) -> list[MemoryRecord]:
+        return [r for i in ids for r in self.added if r.id == i]
+
+    def forget(self, ids: Sequence[str]) -> int:
+        raise ReplayDivergenceError("a replay never forgets memory records")
+
+    def search(
+        self,
+        query: str,
+        k: int,
+        *,
+        kinds: Sequence[str] | None = None,
+        where: Mapping[str, Any] | None = None,
+        weights: Any = None,
+        now: Any = None,
+    ) -> list[MemoryHit]:
         if self.served >= len(self._searches):
             raise ReplayDivergenceError(
                 f"the engine searched memory after all {len(self._searches)} recorded searches were served"

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from cogem.cli.memory_cmd import memory_app
 from cogem.cli.render import StepPrinter, audit_lines
 
 app = typer.Typer(
@@ -17,6 +18,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+app.add_typer(memory_app, name="memory")
 
 _out = Console()
 _err = Console(stderr=True)
@@ -38,6 +41,10 @@ def run(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the final state as JSON instead of a table.")
     ] = False,
+    remember: Annotated[
+        bool,
+        typer.Option("--remember", help="Store the episode in memory after planning."),
+    ] = False,
     modules: Annotated[
         Path | None,
         typer.Option(
@@ -56,7 +63,7 @@ def run(
 
     settings = Settings.from_env(model=model, seed=seed)
     validate_scenario(scenario, settings.max_scenario_chars)  # fail before loading a model
-    reasoner = Reasoner.default(load_specs(modules) if modules else None)
+    reasoner = Reasoner.default(load_specs(modules) if modules else None, remember=remember)
     reasoner.validate()
     printer = StepPrinter(_err if as_json else _out)
     with _err.status("loading model and memory…"):

@@ -48,10 +48,13 @@ class Reasoner:
 
     # -- building ---------------------------------------------------------------------------
     @classmethod
-    def default(cls, specs: Mapping[str, ModuleSpec] | None = None) -> Reasoner:
-        """The built-in reasoner: perceive -> recall -> judge -> plan."""
+    def default(
+        cls, specs: Mapping[str, ModuleSpec] | None = None, *, remember: bool = False
+    ) -> Reasoner:
+        """The built-in reasoner: perceive -> recall -> judge -> plan (-> remember, which stores
+        the episode in memory)."""
         specs = specs or load_specs()
-        order = ["perceive", "recall", "judge", "plan"]
+        order = ["perceive", "recall", "judge", "plan"] + (["remember"] if remember else [])
         missing = [name for name in order if name not in specs]
         if missing:
             raise GraphError(f"the default reasoner needs module specs {missing}")

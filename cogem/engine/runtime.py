@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from cogem.llm.base import LLM
@@ -27,6 +28,18 @@ class Runtime:
     memory: Memory | None = None
     settings: Settings = field(default_factory=Settings)
 
+    def close(self) -> None:
+        """Release the memory store (its single-writer lock) if it holds one."""
+        close = getattr(self.memory, "close", None)
+        if callable(close):
+            close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 @dataclass
 class RunContext:
@@ -37,6 +50,7 @@ class RunContext:
     on_event: Callable[[Any], None] | None = None
     visits: dict[str, int] = field(default_factory=dict)
     current: str | None = None
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     _steps: itertools.count[int] = field(default_factory=itertools.count)
 
     def next_step(self) -> int:

@@ -10,14 +10,24 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import ValidationError
+
 from cogem.canonical import sha256_json
 from cogem.engine.render import render_template
 from cogem.engine.runtime import RunContext
 from cogem.errors import LoopBoundError, OutputValidationError, RunError
 from cogem.llm.base import ChatPrompt
+from cogem.memory.base import MemoryRecord, Provenance
 from cogem.schema import parse_and_validate, resolve_schema, validation_error
 from cogem.spec import ModuleSpec
-from cogem.trace.events import LlmCall, ModuleEnd, ModuleStart, Retrieval, ValidationRetry
+from cogem.trace.events import (
+    LlmCall,
+    MemoryWrite,
+    ModuleEnd,
+    ModuleStart,
+    Retrieval,
+    ValidationRetry,
+)
 
 __all__ = ["run_step"]
 
@@ -37,7 +47,9 @@ def run_step(
     step = ctx.next_step()
     # A module sees only the fields its spec declares: the transparency rule, enforced here.
     reads = {name: state.get(name) for name in spec.reads}
-    ctx.emit(ModuleStart, module=spec.name, step=step, spec_hash=spec.spec_hash, reads=reads)
+    start = ctx.emit(
+        ModuleStart, module=spec.name, step=step, spec_hash=spec.spec_hash, reads=reads
+    )
 
     output: dict[str, Any] = {}
     if spec.choice:
@@ -49,6 +61,8 @@ def run_step(
         output.update(_generate(spec, {**reads, **output}, generation_schema, ctx, step))
     if spec.retrieval:
         output.update(_retrieve(spec, {**reads, **output}, ctx, step))
+    if spec.memory_write:
+        output.update(_remember(spec, {**reads, **output}, ctx, step, cause=start.hash))
 
     full_schema = spec.full_output_schema(generation_schema)
     problem = validation_error(output, full_schema)
@@ -168,18 +182,40 @@ def _retrieve(
     k = ctx.runtime.settings.recall_k or retrieval.k
     k = min(k, retrieval.k)  # the spec's k is the schema's bound; settings may only lower it
     started = time.perf_counter()
-    hits = memory.search(query, k)
+    # Recency is measured against the run's start, so every step of a run ranks alike and the
+    # recorded time lets an auditor recompute the scores.
+    hits = memory.search(
+        query, k, kinds=retrieval.kinds, weights=retrieval.weights, now=ctx.started_at
+    )
+    # The state keeps what later modules need; the full score components go to the trace.
+    rows = [
+        {
+            "id": h.id,
+            "text": h.text,
+            "kind": h.kind,
+            "source": h.source,
+            "score": h.score,
+            "distance": h.distance,
+        }
+        for h in hits
+    ]
     ctx.emit(
         Retrieval,
         module=spec.name,
         step=step,
         query=query,
         k=k,
+        kinds=retrieval.kinds,
+        weights=retrieval.weights.model_dump(),
+        now=ctx.started_at.isoformat(),
         hits=[
             {
                 "id": h.id,
                 "score": h.score,
                 "distance": h.distance,
+                "relevance": h.components.relevance,
+                "recency": h.components.recency,
+                "importance": h.components.importance,
                 "kind": h.kind,
                 "source": h.source,
             }
@@ -187,10 +223,49 @@ def _retrieve(
         ],
         latency_ms=_ms(started),
     )
-    return {
-        retrieval.hits_field: [h.model_dump(mode="json") for h in hits],
-        retrieval.ids_field: [h.id for h in hits],
-    }
+    return {retrieval.hits_field: rows, retrieval.ids_field: [h.id for h in hits]}
+
+
+def _remember(
+    spec: ModuleSpec, values: Mapping[str, Any], ctx: RunContext, step: int, *, cause: str
+) -> dict[str, Any]:
+    assert spec.memory_write is not None
+    write = spec.memory_write
+    memory = ctx.runtime.memory
+    if memory is None:
+        raise RunError(f"module {spec.name!r} writes memory, but the runtime has no memory store")
+    text = render_template(write.text, values)
+    run_id = ctx.trace.run_id
+    # Idempotency key: the same run, step and content always give the same id, so a repeated or
+    # resumed step upserts the record it already wrote instead of adding a duplicate.
+    key = sha256_json([run_id, step, text])[:32]
+    record_id = f"{write.kind}.{key}"
+    try:
+        record = MemoryRecord(
+            id=record_id,
+            text=text,
+            kind=write.kind,
+            source=f"cogem run {run_id}, module {spec.name}",
+            created_at=ctx.started_at,
+            importance=write.importance,
+            provenance=Provenance(module=spec.name, run_id=run_id, record_hash=cause),
+        )
+    except ValidationError as exc:
+        raise OutputValidationError(
+            f"module {spec.name!r}: memory record is invalid: {exc.errors()[0]['msg']}"
+        ) from exc
+    memory.add([record])
+    ctx.emit(
+        MemoryWrite,
+        module=spec.name,
+        step=step,
+        record_id=record_id,
+        kind=write.kind,
+        text=text,
+        importance=write.importance,
+        caused_by=cause,
+    )
+    return {write.id_field: record_id}
 
 
 def _ms(started: float) -> float:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from cogem.memory.base import Memory, MemoryHit, MemoryInfo, MemoryRecord
+from cogem.memory.base import Memory, MemoryHit, MemoryInfo, MemoryRecord, Provenance
 
 if TYPE_CHECKING:
     from cogem.memory.chroma import ChromaMemory
     from cogem.memory.embedder import MiniLMEmbedding
     from cogem.memory.in_memory import InMemoryMemory
     from cogem.memory.seed import load_jsonl, open_memory, seed_records
+    from cogem.memory.validation import records_from_dicts
 
 __all__ = [
     "ChromaMemory",
@@ -25,8 +26,10 @@ __all__ = [
     "MemoryInfo",
     "MemoryRecord",
     "MiniLMEmbedding",
+    "Provenance",
     "load_jsonl",
     "open_memory",
+    "records_from_dicts",
     "seed_records",
 ]
 
@@ -37,6 +40,7 @@ _LAZY = {
     "load_jsonl": "cogem.memory.seed",
     "open_memory": "cogem.memory.seed",
     "seed_records": "cogem.memory.seed",
+    "records_from_dicts": "cogem.memory.validation",
 }
 
 

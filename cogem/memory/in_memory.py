@@ -1,20 +1,33 @@
 """The reference Memory: exact cosine search over a dict, for unit tests and small experiments.
 
-It also holds the input checks every Memory implementation shares, so the reference and the
-chromadb store reject exactly the same inputs.
+Every search scores *all* records that pass the filters (brute force), so it is the yardstick the
+chromadb store is tested against. Input checks live in :mod:`cogem.memory.validation` and scoring
+in :mod:`cogem.memory.ranking`, shared with the chromadb store.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from cogem.errors import InputError, MemoryStoreError
-from cogem.memory.base import MemoryHit, MemoryInfo, MemoryRecord
+from cogem.memory.base import MemoryHit, MemoryInfo, MemoryKind, MemoryRecord, MetaValue
+from cogem.memory.ranking import matches, rank
+from cogem.memory.validation import (
+    check_batch,
+    check_filters,
+    check_ids,
+    check_query,
+    check_ranking,
+)
+from cogem.scoring import ScoringWeights
 
-__all__ = ["Embedder", "InMemoryMemory", "check_batch", "check_query"]
+__all__ = ["Embedder", "InMemoryMemory", "check_batch", "check_query", "embed_matrix"]
+
+Matrix = np.ndarray[Any, np.dtype[np.float64]]
 
 
 @runtime_checkable
@@ -30,44 +43,7 @@ class Embedder(Protocol):
     def __call__(self, input: list[str]) -> Any: ...
 
 
-def check_query(query: object, k: object) -> str:
-    """Validate a search request; return the query unchanged."""
-    if not isinstance(query, str):
-        raise InputError(f"memory query must be a string, got {type(query).__name__}")
-    if not query.strip():
-        raise InputError("memory query is empty; pass the text to search for")
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise InputError(f"k must be an int, got {type(k).__name__}")
-    if k < 1:
-        raise InputError(f"k must be >= 1, got {k}")
-    return query
-
-
-def check_batch(records: Sequence[object]) -> list[MemoryRecord]:
-    """Validate a whole batch before anything is written; duplicate ids are the caller's bug."""
-    if isinstance(records, str | bytes) or not isinstance(records, Sequence):
-        raise InputError(
-            f"records must be a sequence of MemoryRecord, got {type(records).__name__}"
-        )
-    batch: list[MemoryRecord] = []
-    seen: set[str] = set()
-    for i, record in enumerate(records):
-        if not isinstance(record, MemoryRecord):
-            raise InputError(f"records[{i}] is a {type(record).__name__}, not a MemoryRecord")
-        if record.id in seen:
-            raise InputError(f"duplicate id {record.id!r} in one add() batch (records[{i}])")
-        seen.add(record.id)
-        batch.append(record)
-    return batch
-
-
-def clamp_distance(distance: float) -> tuple[float, float]:
-    """Clamp float noise into the cosine range; return ``(distance, score)``."""
-    d = min(2.0, max(0.0, float(distance)))
-    return d, 1.0 - d
-
-
-def embed_matrix(embedding: Embedder, texts: list[str]) -> np.ndarray[Any, np.dtype[np.float64]]:
+def embed_matrix(embedding: Embedder, texts: list[str]) -> Matrix:
     """Embed ``texts`` into an (n, dimension) float64 matrix, checking the shape."""
     matrix = np.asarray(embedding(texts), dtype=np.float64)
     if matrix.shape != (len(texts), embedding.dimension):
@@ -76,6 +52,25 @@ def embed_matrix(embedding: Embedder, texts: list[str]) -> np.ndarray[Any, np.dt
             f"expected ({len(texts)}, {embedding.dimension})"
         )
     return matrix
+
+
+def given_vectors(vectors: object, n: int, dimension: int) -> Matrix:
+    """Precomputed embeddings supplied by the caller, as an (n, dimension) finite matrix."""
+    try:
+        matrix = np.asarray(vectors, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"embeddings are not a numeric matrix: {exc}") from exc
+    if matrix.shape != (n, dimension):
+        raise InputError(f"embeddings have shape {matrix.shape}, expected ({n}, {dimension})")
+    if not np.isfinite(matrix).all():
+        raise InputError("embeddings contain NaN or infinite values")
+    return matrix
+
+
+def _unit(matrix: Matrix) -> Matrix:
+    norms = np.linalg.norm(matrix, axis=-1, keepdims=True)
+    unit: Matrix = np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
+    return unit
 
 
 class InMemoryMemory:
@@ -91,7 +86,7 @@ class InMemoryMemory:
     def __init__(self, embedding: Embedder) -> None:
         self._embedding = embedding
         self._records: dict[str, MemoryRecord] = {}
-        self._vectors: dict[str, np.ndarray[Any, np.dtype[np.float64]]] = {}
+        self._vectors: dict[str, Matrix] = {}
 
     @property
     def embedding(self) -> Embedder:
@@ -106,44 +101,59 @@ class InMemoryMemory:
             count=self.count(),
         )
 
-    def add(self, records: Sequence[MemoryRecord]) -> None:
+    def add(self, records: Sequence[MemoryRecord], *, embeddings: object = None) -> None:
+        """Validate the whole batch, then upsert it. ``embeddings`` (one row per record) skips
+        the embedder, for callers that already hold the vectors."""
         batch = check_batch(records)
         if not batch:
             return
-        matrix = embed_matrix(self._embedding, [r.text for r in batch])
-        for record, vector in zip(batch, matrix, strict=True):
-            norm = float(np.linalg.norm(vector))
+        if embeddings is None:
+            matrix = embed_matrix(self._embedding, [r.text for r in batch])
+        else:
+            matrix = given_vectors(embeddings, len(batch), self._embedding.dimension)
+        for record, vector in zip(batch, _unit(matrix), strict=True):
             self._records[record.id] = record
-            self._vectors[record.id] = vector / norm if norm > 0 else vector
+            self._vectors[record.id] = vector
 
-    def search(self, query: str, k: int) -> list[MemoryHit]:
+    def search(
+        self,
+        query: str,
+        k: int,
+        *,
+        kinds: Sequence[MemoryKind] | None = None,
+        where: Mapping[str, MetaValue] | None = None,
+        weights: ScoringWeights | None = None,
+        now: datetime | None = None,
+        query_embedding: object = None,
+    ) -> list[MemoryHit]:
         check_query(query, k)
-        if not self._records:
+        kind_filter, clauses = check_filters(kinds, where)
+        weights, now = check_ranking(weights, now)
+        if query_embedding is None:
+            q = embed_matrix(self._embedding, [query])[0]
+        else:
+            q = given_vectors([query_embedding], 1, self._embedding.dimension)[0]
+        ids = sorted(i for i, r in self._records.items() if matches(r, kind_filter, clauses))
+        if not ids:
             return []
-        q = embed_matrix(self._embedding, [query])[0]
-        q_norm = float(np.linalg.norm(q))
-        if q_norm > 0:
-            q = q / q_norm
-        ids = sorted(self._records)
-        sims = np.stack([self._vectors[i] for i in ids]) @ q
-        ranked = sorted(
-            ((*clamp_distance(1.0 - float(s)), i) for i, s in zip(ids, sims, strict=True)),
-            key=lambda t: (t[0], t[2]),
-        )
-        hits = []
-        for distance, score, rid in ranked[:k]:
-            rec = self._records[rid]
-            hits.append(
-                MemoryHit(
-                    id=rec.id,
-                    text=rec.text,
-                    kind=rec.kind,
-                    source=rec.source,
-                    distance=distance,
-                    score=score,
-                )
-            )
-        return hits
+        sims = np.stack([self._vectors[i] for i in ids]) @ _unit(q)
+        candidates = ((self._records[i], 1.0 - float(s)) for i, s in zip(ids, sims, strict=True))
+        return rank(candidates, k, weights, now)
+
+    def get(self, ids: Sequence[str]) -> list[MemoryRecord]:
+        return [self._records[i] for i in check_ids(ids) if i in self._records]
+
+    def forget(self, ids: Sequence[str]) -> int:
+        gone = 0
+        for rid in check_ids(ids):
+            if self._records.pop(rid, None) is not None:
+                del self._vectors[rid]
+                gone += 1
+        return gone
+
+    def ids(self) -> list[str]:
+        """Every record id, sorted."""
+        return sorted(self._records)
 
     def count(self) -> int:
         return len(self._records)

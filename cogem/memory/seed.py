@@ -3,12 +3,20 @@
 The default store is seeded on first use and re-seeded whenever the bundled seed files change:
 the SHA-256 of the seed files is kept in the collection's metadata, so opening is cheap when
 nothing changed and picks up new seed data when it did.
+
+Seed records carry no ``created_at`` of their own; the loader gives them all
+:data:`SEED_CREATED_AT`, the date the bundled seed set was written. A clock reading at seeding
+time would make two stores seeded from the same files differ (and with them every recency
+component a trace records), and a file's mtime is not preserved by git checkouts or wheels, so
+neither is reproducible. A record may still set its own ``created_at``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +24,7 @@ from pydantic import ValidationError
 
 from cogem.errors import ConfigError
 from cogem.memory.base import MemoryRecord
+from cogem.memory.chroma_client import URL_ENV
 from cogem.paths import bundled_dir, home_dir
 
 if TYPE_CHECKING:
@@ -23,6 +32,7 @@ if TYPE_CHECKING:
     from cogem.memory.in_memory import Embedder
 
 __all__ = [
+    "SEED_CREATED_AT",
     "SEED_DIGEST_KEY",
     "load_jsonl",
     "open_memory",
@@ -32,12 +42,15 @@ __all__ = [
 ]
 
 SEED_DIGEST_KEY = "cogem_seed_digest"
+SEED_CREATED_AT = datetime(2026, 11, 26, tzinfo=UTC)
+"""When the bundled seed set was written (its first commit); the created_at of seed records."""
 
 
-def load_jsonl(path: str | Path) -> list[MemoryRecord]:
+def load_jsonl(path: str | Path, *, created_at: datetime = SEED_CREATED_AT) -> list[MemoryRecord]:
     """Read one JSONL file of memory records; blank lines are skipped.
 
-    Errors name the file, the 1-based line and, for invalid records, the field.
+    Records without a ``created_at`` get ``created_at`` (a fixed date, so loading is
+    deterministic). Errors name the file, the 1-based line and, for invalid records, the field.
     """
     p = Path(path)
     try:
@@ -59,6 +72,7 @@ def load_jsonl(path: str | Path) -> list[MemoryRecord]:
             raise ConfigError(
                 f"line {lineno}: expected a JSON object, got {type(data).__name__}", path=str(p)
             )
+        data.setdefault("created_at", created_at)
         try:
             record = MemoryRecord.model_validate(data)
         except ValidationError as exc:
@@ -102,8 +116,9 @@ def seed_records(directory: str | Path | None = None) -> list[MemoryRecord]:
 
 
 def seed_digest(directory: str | Path | None = None) -> str:
-    """SHA-256 over the seed files' names and bytes, in name order."""
+    """SHA-256 over the seed files' names and bytes, in name order, and the default seed date."""
     digest = hashlib.sha256()
+    digest.update(f"created_at\0{SEED_CREATED_AT.isoformat()}\0".encode())
     for file in seed_files(directory):
         data = file.read_bytes()
         # Name and length framing keep two different file sets from hashing alike.
@@ -117,11 +132,14 @@ def open_memory(
     *,
     embedding: Embedder | None = None,
     seed_dir: str | Path | None = None,
+    url: str | None = None,
 ) -> ChromaMemory:
     """Open the memory store at ``<home>/memory/chroma``, seeding it when the seeds changed.
 
-    ``home`` defaults to :func:`cogem.paths.home_dir`, ``embedding`` to MiniLM, ``seed_dir`` to
-    the bundled ``memory/`` folder. Re-seeding upserts, so it never duplicates records.
+    With ``url`` (or ``$COGEM_CHROMA_URL``) set, the store is the ``cogem-memory`` collection of
+    that chroma server instead (``home`` is then not used for memory). ``home`` defaults to
+    :func:`cogem.paths.home_dir`, ``embedding`` to MiniLM, ``seed_dir`` to the bundled
+    ``memory/`` folder. Re-seeding upserts, so it never duplicates records.
     """
     from cogem.memory.chroma import ChromaMemory
 
@@ -129,8 +147,13 @@ def open_memory(
         from cogem.memory.embedder import MiniLMEmbedding
 
         embedding = MiniLMEmbedding()
-    root = home if home is not None else home_dir()
-    memory = ChromaMemory(Path(root) / "memory" / "chroma", embedding=embedding)
+    if url is None:
+        url = os.environ.get(URL_ENV, "").strip() or None
+    if url is not None:
+        memory = ChromaMemory(embedding=embedding, url=url)
+    else:
+        root = home if home is not None else home_dir()
+        memory = ChromaMemory(Path(root) / "memory" / "chroma", embedding=embedding)
     try:
         digest = seed_digest(seed_dir)
         if memory.get_meta(SEED_DIGEST_KEY) != digest:

@@ -22,6 +22,7 @@ __all__ = [
     "EventAdapter",
     "LlmCall",
     "Manifest",
+    "MemoryWrite",
     "ModuleEnd",
     "ModuleStart",
     "Retrieval",
@@ -102,8 +103,11 @@ class LlmCall(_EventBase):
 
 class RetrievalHit(_Strict):
     id: str
-    score: float
+    score: float = Field(description="combine(components, weights): recomputable from this record")
     distance: float
+    relevance: float
+    recency: float
+    importance: float
     kind: str
     source: str
 
@@ -114,8 +118,24 @@ class Retrieval(_EventBase):
     step: int = Field(ge=0)
     query: str
     k: int = Field(ge=1)
+    kinds: list[str] | None = None
+    weights: dict[str, float] = Field(description="ScoringWeights used to rank the hits")
+    now: str = Field(description="the time recency was measured against (UTC ISO-8601)")
     hits: list[RetrievalHit]
     latency_ms: float = Field(ge=0)
+
+
+class MemoryWrite(_EventBase):
+    """A record the reasoner wrote to memory, with the trace record that caused it."""
+
+    type: Literal["memory_write"] = "memory_write"
+    module: str
+    step: int = Field(ge=0)
+    record_id: str
+    kind: str
+    text: str
+    importance: float
+    caused_by: str = Field(pattern=_HEX64, description="hash of this step's module_start record")
 
 
 class ValidationRetry(_EventBase):
@@ -167,6 +187,7 @@ Event = Annotated[
     | ModuleStart
     | LlmCall
     | Retrieval
+    | MemoryWrite
     | ValidationRetry
     | ModuleEnd
     | RunError

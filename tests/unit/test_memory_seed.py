@@ -12,7 +12,7 @@ import pytest
 from cogem.errors import ConfigError, MemoryStoreError
 from cogem.memory import ChromaMemory, load_jsonl, open_memory, seed_records
 from cogem.memory.embedder import MINILM_ID, MiniLMEmbedding
-from cogem.memory.seed import SEED_DIGEST_KEY, seed_digest, seed_files
+from cogem.memory.seed import SEED_CREATED_AT, SEED_DIGEST_KEY, seed_digest, seed_files
 from cogem.testing.hash_embedding import HashEmbedding
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,6 +34,20 @@ def test_bundled_seed_files_load_with_unique_ids() -> None:
     assert {r.kind for r in records} == {"semantic", "precedent"}
     assert all(r.source.startswith("cogem authors") for r in records)
     assert any("promise" in r.id for r in records)
+
+
+def test_seed_loading_is_deterministic(tmp_path: Path) -> None:
+    first, second = seed_records(), seed_records()
+    assert first == second
+    assert {r.created_at for r in first} == {SEED_CREATED_AT}
+    f = tmp_path / "dated.jsonl"
+    f.write_text(
+        _line("d.1", created_at="2020-05-06T07:08:09+02:00") + "\n" + _line("d.2") + "\n",
+        encoding="utf-8",
+    )
+    own, default = load_jsonl(f)
+    assert own.created_at.isoformat() == "2020-05-06T07:08:09+02:00"
+    assert default.created_at == SEED_CREATED_AT
 
 
 def test_bad_json_line_names_file_and_line(tmp_path: Path) -> None:

@@ -11,11 +11,11 @@ from cogem.spec import ModuleSpec, load_spec, load_specs
 
 def test_bundled_specs_load() -> None:
     specs = load_specs()
-    assert set(specs) == {"perceive", "recall", "judge", "plan"}
+    assert set(specs) == {"perceive", "recall", "judge", "plan", "remember"}
     judge = specs["judge"]
     assert judge.choice is not None and judge.choice.options == ["acceptable", "wrong", "unclear"]
     assert "memories" in judge.untrusted
-    assert len({s.spec_hash for s in specs.values()}) == 4
+    assert len({s.spec_hash for s in specs.values()}) == 5
 
 
 def test_spec_hash_is_stable_and_tracks_content() -> None:
