@@ -206,7 +206,7 @@ def _retrieve(
         query=query,
         k=k,
         kinds=retrieval.kinds,
-        weights=retrieval.weights.model_dump(),
+        weights=retrieval.weights,
         now=ctx.started_at.isoformat(),
         hits=[
             {

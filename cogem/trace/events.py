@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from cogem.scoring import ScoringWeights
+
 __all__ = [
     "GENESIS",
     "TRACE_VERSION",
@@ -119,7 +121,7 @@ class Retrieval(_EventBase):
     query: str
     k: int = Field(ge=1)
     kinds: list[str] | None = None
-    weights: dict[str, float] = Field(description="ScoringWeights used to rank the hits")
+    weights: ScoringWeights = Field(description="the weights used to rank the hits")
     now: str = Field(description="the time recency was measured against (UTC ISO-8601)")
     hits: list[RetrievalHit]
     latency_ms: float = Field(ge=0)

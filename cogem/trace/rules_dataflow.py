@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from cogem.schema import CONST_FROM, ENUM_FROM
-from cogem.scoring import ScoreComponents, ScoringWeights, combine
+from cogem.scoring import ScoreComponents, combine
 from cogem.trace.events import MemoryWrite, ModuleEnd, ModuleStart, Retrieval, RunEnd, RunStart
 from cogem.trace.rules_base import Problem, Records, manifest_of
 
@@ -136,7 +136,7 @@ def retrieval_scores(records: Records) -> list[Problem]:
     for index, event in records:
         if not isinstance(event, Retrieval):
             continue
-        weights = ScoringWeights.model_validate(event.weights)
+        weights = event.weights
         for hit in event.hits:
             components = ScoreComponents(
                 relevance=hit.relevance, recency=hit.recency, importance=hit.importance
@@ -186,8 +186,9 @@ def memory_writes(records: Records) -> list[Problem]:
 
 def _const_sources(schema: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     for name, prop in (schema.get("properties") or {}).items():
-        if isinstance(prop, dict) and isinstance(prop.get(CONST_FROM), dict):
-            yield name, prop[CONST_FROM]
+        rule = prop.get(CONST_FROM) if isinstance(prop, dict) else None
+        if isinstance(rule, dict) and isinstance(rule.get("field"), str):
+            yield name, rule
 
 
 def _enum_sources(schema: dict[str, Any]) -> Iterator[tuple[str, str]]:

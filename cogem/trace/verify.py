@@ -155,7 +155,8 @@ def verify_trace(path: Path, *, key: bytes | None = None) -> AuditReport:
                 continue
             bad(index, "event", f"record {index} is not a valid trace event")
             stored_hash, prev, seq = raw.get("hash"), raw.get("prev"), raw.get("seq")
-        if not _hash_matches(line, stored_hash):
+        intact = _hash_matches(line, stored_hash)
+        if not intact:
             bad(index, "hash", f"record {index} was altered: its content does not match its hash")
         if prev_hash and prev != prev_hash:
             what = (
@@ -171,7 +172,9 @@ def verify_trace(path: Path, *, key: bytes | None = None) -> AuditReport:
         prev_hash = stored_hash if isinstance(stored_hash, str) else ""
         if seq != index:
             bad(index, "seq", f"record {index} has seq {seq!r}")
-        if event is not None:
+        # The invariant rules see only records whose hash holds: an altered record is already
+        # reported at its index, and its content cannot be trusted to mean anything.
+        if event is not None and intact:
             records.append((index, event))
 
     run_id, complete, signed, checked = _check_envelope(records, len(lines), key, bad)
