@@ -185,6 +185,10 @@ def _break_writes(rs: list[dict[str, Any]]) -> None:
     del _first(rs, "module_end", "perceive")["output"]["actors"]
 
 
+def _break_retrieval_score(rs: list[dict[str, Any]]) -> None:
+    _first(rs, "retrieval")["hits"][0]["score"] += 0.25
+
+
 def _break_spec_hash(rs: list[dict[str, Any]]) -> None:
     _first(rs, "run_start")["manifest"]["specs"]["judge"]["prompt"] += " (edited)"
 
@@ -203,6 +207,7 @@ def _break_spec_hash(rs: list[dict[str, Any]]) -> None:
         (_break_spec_hash, "spec_hash", "run_start", None),
         (_break_plan_stance, "derived", "module_end", "plan"),
         (_break_writes, "writes", "module_end", "perceive"),
+        (_break_retrieval_score, "retrieval_score", "retrieval", "recall"),
     ],
 )
 def test_each_rule_reports_the_violating_record(
