@@ -21,6 +21,18 @@ def _text(prompt: Prompt) -> str:
     return f"<system>{prompt.system or ''}</system><user>{prompt.user}</user><assistant>"
 
 
+def _generation(prompt: Prompt, text: str) -> Generation:
+    # Token counts are rough (fakes have no tokenizer): words in, ~4 characters per token out.
+    return Generation(
+        prompt_text=_text(prompt),
+        text=text,
+        prompt_tokens=len(_text(prompt).split()),
+        completion_tokens=max(1, len(text) // 4),
+        finish_reason="stop",
+        latency_ms=0.0,
+    )
+
+
 def _scores(prompt: Prompt, options: Sequence[str], logprobs: Sequence[float]) -> OptionScores:
     if len(logprobs) != len(options):
         raise UsageError(f"scripted scores have {len(logprobs)} values for {len(options)} options")
@@ -64,14 +76,7 @@ class ScriptedLLM:
             raise UsageError("ScriptedLLM: no scripted generation left for this call")
         reply = self._generations.popleft()
         text = reply(prompt) if callable(reply) else reply
-        return Generation(
-            prompt_text=_text(prompt),
-            text=text,
-            prompt_tokens=len(_text(prompt).split()),
-            completion_tokens=len(text.split()),
-            finish_reason="stop",
-            latency_ms=0.0,
-        )
+        return _generation(prompt, text)
 
     def score_options(self, prompt: Prompt, options: Sequence[str]) -> OptionScores:
         self.calls.append(("score_options", prompt))
@@ -110,14 +115,7 @@ class SchemaFillingLLM:
         key = f"{self.seed}:{_text(prompt)}"
         value = instance_for_schema(schema or {"type": "string", "maxLength": 40}, key)
         text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-        return Generation(
-            prompt_text=_text(prompt),
-            text=text,
-            prompt_tokens=len(_text(prompt).split()),
-            completion_tokens=max(1, len(text) // 4),
-            finish_reason="stop",
-            latency_ms=0.0,
-        )
+        return _generation(prompt, text)
 
     def score_options(self, prompt: Prompt, options: Sequence[str]) -> OptionScores:
         self.calls += 1
