@@ -19,7 +19,7 @@ from cogem.canonical import sha256_hex
 from cogem.errors import ConfigError
 from cogem.memory.base import MemoryRecord
 
-__all__ = ["FIELDS", "load_records", "parse_mapping"]
+__all__ = ["FIELDS", "iter_jsonl", "load_records", "parse_mapping"]
 
 FIELDS = ("id", "text", "kind", "source", "importance", "created_at")
 
@@ -40,6 +40,27 @@ def parse_mapping(spec: str | None) -> dict[str, str]:
     return mapping
 
 
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(1-based line number, object) for each non-blank line of a JSONL file; a line that is not
+    a JSON object is a :class:`ConfigError` naming the file and line."""
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(
+                    f"line {lineno}: invalid JSON ({exc.msg} at column {exc.colno})", path=str(path)
+                ) from exc
+            if not isinstance(row, dict):
+                raise ConfigError(
+                    f"line {lineno}: expected a JSON object, got {type(row).__name__}",
+                    path=str(path),
+                )
+            yield lineno, row
+
+
 def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     try:
         if path.suffix.lower() == ".csv":
@@ -47,19 +68,7 @@ def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 for lineno, row in enumerate(csv.DictReader(fh), start=2):
                     yield lineno, dict(row)
             return
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ConfigError(
-                        f"line {lineno}: invalid JSON ({exc.msg})", path=str(path)
-                    ) from exc
-                if not isinstance(row, dict):
-                    raise ConfigError(f"line {lineno}: expected a JSON object", path=str(path))
-                yield lineno, row
+        yield from iter_jsonl(path)
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read import file: {exc}", path=str(path)) from exc
 

@@ -14,7 +14,6 @@ neither is reproducible. A record may still set its own ``created_at``.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +24,7 @@ from pydantic import ValidationError
 from cogem.errors import ConfigError
 from cogem.memory.base import MemoryRecord
 from cogem.memory.chroma_client import URL_ENV
+from cogem.memory.importer import iter_jsonl
 from cogem.paths import bundled_dir, home_dir
 
 if TYPE_CHECKING:
@@ -53,25 +53,13 @@ def load_jsonl(path: str | Path, *, created_at: datetime = SEED_CREATED_AT) -> l
     deterministic). Errors name the file, the 1-based line and, for invalid records, the field.
     """
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read memory file: {exc}", path=str(p)) from exc
     records: list[MemoryRecord] = []
     seen: dict[str, int] = {}
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(
-                f"line {lineno}: invalid JSON ({exc.msg} at column {exc.colno})", path=str(p)
-            ) from exc
-        if not isinstance(data, dict):
-            raise ConfigError(
-                f"line {lineno}: expected a JSON object, got {type(data).__name__}", path=str(p)
-            )
+    try:
+        rows = list(iter_jsonl(p))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read memory file: {exc}", path=str(p)) from exc
+    for lineno, data in rows:
         data.setdefault("created_at", created_at)
         try:
             record = MemoryRecord.model_validate(data)

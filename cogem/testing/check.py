@@ -39,13 +39,12 @@ from typing import Any
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
 
 from cogem.engine.graph import Reasoner
 from cogem.engine.runtime import Runtime
 from cogem.errors import InputError
+from cogem.properties import check_trace
 from cogem.testing.strategies import scenarios as default_scenarios
-from cogem.trace.events import EventAdapter
 from cogem.trace.rules import RULES, Problem, Rule
 from cogem.trace.verify import verify_trace
 
@@ -57,20 +56,9 @@ DEFAULT_SETTINGS = hypothesis_settings(
 )
 
 
-def _records(path: Path) -> list[tuple[int, Any]]:
-    # Unparseable lines are skipped here: the verify_trace property reports them.
-    records = []
-    for index, line in enumerate(path.read_bytes().splitlines()):
-        try:
-            records.append((index, EventAdapter.validate_json(line)))
-        except ValidationError:
-            continue
-    return records
-
-
 def _rule_property(name: str, rule: Rule) -> Property:
     def check(path: Path) -> list[Problem]:
-        return rule(_records(path))
+        return check_trace(path, [rule])
 
     check.__name__ = name
     check.__doc__ = rule.__doc__
