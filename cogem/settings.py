@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from cogem.errors import ConfigError
 from cogem.paths import home_dir
@@ -23,6 +24,9 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str | None = None
+    dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
+        default=None, description="model dtype override (COGEM_DTYPE); None = the model's default"
+    )
     home: Path = Field(default_factory=home_dir)
     seed: int = 0
     max_scenario_chars: int = Field(default=8000, ge=1)
@@ -41,6 +45,8 @@ class Settings(BaseModel):
         values: dict[str, object] = {}
         if model := os.environ.get("COGEM_MODEL"):
             values["model"] = model
+        if dtype := os.environ.get("COGEM_DTYPE"):
+            values["dtype"] = dtype
         if key := os.environ.get("COGEM_AUDIT_KEY"):
             values["audit_key"] = key
         if seed := os.environ.get("COGEM_SEED"):
@@ -49,4 +55,9 @@ class Settings(BaseModel):
             except ValueError:
                 raise ConfigError("COGEM_SEED must be an integer", field="COGEM_SEED") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.model_validate(values)
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise ConfigError(f"invalid setting {where}: {first['msg']}", field=where) from exc

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from cogem.cli.eval_cmd import eval_app
 from cogem.cli.memory_cmd import memory_app
 from cogem.cli.render import StepPrinter, audit_lines
 
@@ -20,6 +21,7 @@ app = typer.Typer(
 )
 
 app.add_typer(memory_app, name="memory")
+app.add_typer(eval_app, name="eval")
 
 _out = Console()
 _err = Console(stderr=True)

@@ -20,7 +20,7 @@ from cogem.settings import Settings
 from cogem.trace.events import RunEnd, RunError, RunStart
 from cogem.trace.writer import TraceWriter
 
-__all__ = ["RunResult", "run_reasoner", "validate_scenario"]
+__all__ = ["RunResult", "package_versions", "run_reasoner", "validate_scenario"]
 
 # Versions recorded in every manifest (read from package metadata: nothing heavy is imported).
 _PACKAGES = (
@@ -54,7 +54,7 @@ def validate_scenario(scenario: object, max_chars: int) -> str:
     return scenario
 
 
-def _versions() -> dict[str, str]:
+def package_versions() -> dict[str, str]:
     found = {}
     for name in _PACKAGES:
         try:
@@ -85,9 +85,9 @@ def run_reasoner(
     )
     specs = reasoner.specs
     manifest = {
-        "cogem_version": _versions()["cogem"],
+        "cogem_version": package_versions()["cogem"],
         "python": platform.python_version(),
-        "packages": _versions(),
+        "packages": package_versions(),
         "model": runtime.llm.info.model_dump(mode="json"),
         "memory": memory_info,
         "modules": {name: spec.spec_hash for name, spec in specs.items()},

@@ -71,7 +71,7 @@ def make_runtime(settings: Settings | None = None, *, with_memory: bool = True) 
     settings = settings or Settings.from_env()
     from cogem.llm.transformers_backend import TransformersLLM
 
-    llm = TransformersLLM.load(settings.model, seed=settings.seed)
+    llm = TransformersLLM.load(settings.model, seed=settings.seed, dtype=settings.dtype)
     memory: Memory | None = None
     if with_memory:
         from cogem.memory.seed import open_memory

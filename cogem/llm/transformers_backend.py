@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import threading
+from functools import partial
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from cogem.errors import ModelNotFoundError, UsageError
+from cogem.errors import CogemError, ModelNotFoundError, UsageError
 from cogem.llm.base import (
     ChatPrompt,
     Generation,
@@ -21,6 +22,12 @@ from cogem.llm.base import (
     OptionScores,
     Prompt,
     normalize_logprobs,
+)
+from cogem.llm.batch_scoring import (
+    BatchPlan,
+    EncodedRequest,
+    encode_or_error,
+    score_encoded,
 )
 from cogem.llm.model_files import (
     ModelLocation,
@@ -34,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TransformersLLM"]
 
+_DTYPES = ("float32", "bfloat16", "float16")
 # Options scored in one batched forward pass; bounds the memory of the expanded prefix cache.
 _OPTION_BATCH = 8
 
@@ -60,21 +68,28 @@ class TransformersLLM:
         )
 
     @classmethod
-    def load(cls, model: str | None = None, *, seed: int = 0) -> TransformersLLM:
+    def load(
+        cls, model: str | None = None, *, seed: int = 0, dtype: str | None = None
+    ) -> TransformersLLM:
         """Load ``model``: ``None``/"default"/"embedded", a local folder, or a hub id.
 
         The first load of the embedded GGUF dequantizes it into the cache dir; later loads read
-        the cached safetensors.
+        the cached safetensors. ``dtype`` ("float32", "bfloat16", "float16") overrides the
+        default: float32 for the embedded model, the checkpoint's own dtype otherwise.
+        bfloat16 runs on the CPU's AMX/AVX-512 bf16 units where present; scores then differ
+        slightly from float32.
         """
+        if dtype is not None and dtype not in _DTYPES:
+            raise UsageError(f"dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
         location = resolve_model(model)
         if location.source == "embedded-gguf":
             folder, weights_sha = ensure_gguf_cache(location.target)
-            hf_model, tokenizer = _load_pretrained(str(folder), location, dtype="float32")
+            hf_model, tokenizer = _load_pretrained(str(folder), location, dtype=dtype or "float32")
         elif location.source == "local-dir":
             weights_sha = dir_weights_sha256(location.target)
-            hf_model, tokenizer = _load_pretrained(location.target, location, dtype="auto")
+            hf_model, tokenizer = _load_pretrained(location.target, location, dtype=dtype or "auto")
         else:
-            hf_model, tokenizer = _load_pretrained(location.target, location, dtype="auto")
+            hf_model, tokenizer = _load_pretrained(location.target, location, dtype=dtype or "auto")
             weights_sha = dir_weights_sha256(_hub_snapshot_dir(location.target))
         info = ModelInfo(
             model_id=location.model_id,
@@ -232,18 +247,10 @@ class TransformersLLM:
         """
         import torch
 
-        opts = _check_options(options)
-        text = self.render(prompt)
-        context, moved = _split_trailing_whitespace(text)
-        if context:
-            context_ids = self._encode(context)
-            continuations = [self._encode(context + moved + o)[len(context_ids) :] for o in opts]
-        else:  # lm-eval conditions an empty context on the BOS (or EOS) token
-            context_ids = [self._prefix_token_id()]
-            continuations = [self._encode(moved + o) for o in opts]
-        for option, cont in zip(opts, continuations, strict=True):
-            if not cont:
-                raise UsageError(f"option {option!r} adds no token to the prompt")
+        req = self.encode_request(prompt, options)
+        context_ids, continuations, opts, text = (
+            req.context, req.continuations, req.options, req.prompt_text
+        )
         self._check_length(
             len(context_ids) + max(map(len, continuations)), "prompt + option tokens"
         )
@@ -261,6 +268,63 @@ class TransformersLLM:
             prompt_tokens=len(context_ids),
             latency_ms=latency_ms,
         )
+
+    def encode_request(self, prompt: Prompt, options: Sequence[str]) -> EncodedRequest:
+        """Tokenize one scoring request exactly as lm-evaluation-harness does (see
+        :meth:`score_options`)."""
+        opts = _check_options(options)
+        text = self.render(prompt)
+        context, moved = _split_trailing_whitespace(text)
+        if context:
+            context_ids = self._encode(context)
+            continuations = [self._encode(context + moved + o)[len(context_ids) :] for o in opts]
+        else:  # lm-eval conditions an empty context on the BOS (or EOS) token
+            context_ids = [self._prefix_token_id()]
+            continuations = [self._encode(moved + o) for o in opts]
+        for option, cont in zip(opts, continuations, strict=True):
+            if not cont:
+                raise UsageError(f"option {option!r} adds no token to the prompt")
+        return EncodedRequest(text, opts, context_ids, continuations)
+
+    def score_batch(
+        self,
+        requests: Sequence[tuple[Prompt, Sequence[str]]],
+        *,
+        plan: BatchPlan | None = None,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> list[OptionScores | CogemError]:
+        """Score many requests in length-sorted, padded batches (see :mod:`cogem.llm.batch_scoring`).
+
+        The result has one entry per request, in order: its scores, or the error that request
+        alone raised (an empty option, say). Inputs longer than the context window are
+        left-truncated as lm-evaluation-harness truncates them.
+        """
+        encoded = [encode_or_error(partial(self.encode_request, p, o)) for p, o in requests]
+        good = [e for e in encoded if isinstance(e, EncodedRequest)]
+        with self._lock:
+            scored = iter(
+                score_encoded(
+                    self._model,
+                    good,
+                    pad_id=self._pad_id() or 0,
+                    window=self.context_window,
+                    plan=plan or BatchPlan(),
+                    on_batch=on_batch,
+                )
+            )
+        return [next(scored) if isinstance(e, EncodedRequest) else e for e in encoded]
+
+    @property
+    def context_window(self) -> int:
+        """The longest input the model takes, resolved the way lm-evaluation-harness does."""
+        config = self._model.config
+        for name in ("n_positions", "max_position_embeddings", "n_ctx"):
+            value = getattr(config, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        limit = getattr(self._tokenizer, "model_max_length", None)
+        # Tokenizers without a limit report a huge sentinel; lm-eval then uses 2048.
+        return limit if isinstance(limit, int) and 0 < limit < 10**9 else 2048
 
     def _prefix_token_id(self) -> int:
         token = self._tokenizer.bos_token_id

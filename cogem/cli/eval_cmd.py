@@ -1,0 +1,128 @@
+"""``cogem eval``: run a suite (``cogem eval SUITE``), list suites, report on and compare runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from typer._click.core import Context
+from typer.core import TyperGroup
+
+_out = Console()
+_err = Console(stderr=True)
+
+
+class _SuiteFirstGroup(TyperGroup):
+    """``cogem eval SUITE …`` means ``cogem eval run SUITE …``: the subcommands (list, report,
+    compare) keep their names, anything else is a suite."""
+
+    def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
+        if args and not args[0].startswith("-") and args[0] not in self.commands:
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+eval_app = typer.Typer(
+    cls=_SuiteFirstGroup,
+    help="Moral-reasoning evals: `cogem eval SUITE` runs one; see also list, report, compare.",
+    no_args_is_help=True,
+)
+
+
+@eval_app.command("run")
+def run_cmd(
+    suite: Annotated[str, typer.Argument(help="A built-in suite name (see `cogem eval list`) or a suite .toml file.")],
+    reasoner: Annotated[
+        str,
+        typer.Option(help="direct (one option-scored call, lm-eval's prompt), default (the modular reasoner) or module:name / file.py:name."),
+    ] = "direct",
+    model: Annotated[str | None, typer.Option(help="Model: a local HF model dir or hub id (default: embedded SmolLM2).")] = None,
+    dtype: Annotated[
+        str | None,
+        typer.Option(help="float32 (exact, default) or bfloat16 (faster on CPUs with bf16 units; scores move slightly)."),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Evaluate only the first N items.")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Dataset: the ETHICS folder for ethics_* suites, or a CSV/JSONL file for table suites."),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Eval folder (default: COGEM_HOME/evals/<suite>-<reasoner>-<time>).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Finish the eval in --out: only unfinished items run.")] = False,
+    batch_tokens: Annotated[int, typer.Option(help="direct: padded tokens per forward pass.")] = 4096,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Evaluate a reasoner on SUITE; writes manifest.json, samples.jsonl and summary.json."""
+    from cogem.engine import make_runtime
+    from cogem.evals.runner import run_eval
+    from cogem.evals.suite import load_suite
+    from cogem.llm.batch_scoring import BatchPlan
+    from cogem.settings import Settings
+
+    loaded = load_suite(suite)  # fail on a bad suite before loading a model
+    settings = Settings.from_env(model=model, dtype=dtype)
+    with _err.status("loading model…"):
+        runtime = make_runtime(settings, with_memory=reasoner != "direct")
+    with runtime:
+        result = run_eval(
+            loaded, runtime, reasoner=reasoner, data=data, out=out, limit=limit, resume=resume,
+            batch=BatchPlan(max_tokens=batch_tokens), console=_err,
+        )  # fmt: skip
+    if result.resumed_from:
+        _err.print(f"resumed: {result.resumed_from} items were already done, {result.answered_now} ran now")
+    if as_json:
+        typer.echo(json.dumps(result.summary.model_dump(mode="json"), indent=2))
+    else:
+        _print_summary(result.summary)
+    _out.print(f"eval: {result.out_dir}", highlight=False, soft_wrap=True, markup=False)
+
+
+def _print_summary(summary: Any) -> None:
+    from cogem.cli.eval_render import summary_table
+
+    tables = summary_table(summary)
+    for table in tables if isinstance(tables, list | tuple) else [tables]:
+        _out.print(table)
+
+
+@eval_app.command("list")
+def list_cmd() -> None:
+    """List the built-in suites."""
+    from cogem.evals.suite import list_suites, load_suite
+
+    for name in list_suites():
+        first = load_suite(name).config.description.strip().split(". ")[0].replace("\n", " ")
+        _out.print(f"[bold]{name}[/bold]  {first}", soft_wrap=True)
+
+
+@eval_app.command("report")
+def report_cmd(
+    eval_dir: Annotated[Path, typer.Argument(help="An eval folder written by `cogem eval`.")],
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="Folder for report.html/report.md (default: the eval folder).")] = None,
+) -> None:
+    """Write report.html (tables and plots) and report.md for an eval."""
+    from cogem.evals.report import write_report
+
+    for path in write_report(eval_dir, out):
+        _out.print(f"wrote {path}", highlight=False, soft_wrap=True, markup=False)
+
+
+@eval_app.command("compare")
+def compare_cmd(
+    a: Annotated[Path, typer.Argument(help="Eval folder A (the baseline).")],
+    b: Annotated[Path, typer.Argument(help="Eval folder B.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
+) -> None:
+    """Two evals side by side: per metric A, B, B-A with a paired bootstrap CI."""
+    from cogem.cli.eval_render import comparison_table
+    from cogem.evals.compare import compare_runs
+
+    comparison = compare_runs(a, b)
+    if as_json:
+        typer.echo(json.dumps(comparison.model_dump(mode="json"), indent=2))
+        return
+    tables = comparison_table(comparison)
+    for table in tables if isinstance(tables, list | tuple) else [tables]:
+        _out.print(table)

@@ -1,0 +1,163 @@
+"""Batched option scoring for evals: many (prompt, options) requests, few forward passes.
+
+Per request the tokenization is lm-evaluation-harness's (see ``TransformersLLM.score_options``):
+``context = encode(prompt)``, ``continuation = encode(prompt + option)[len(context):]``, and the
+model input is ``(context + continuation)[:-1]``, left-truncated to the context window the way
+lm-eval truncates. Speed comes from three things, none of which changes what is computed:
+
+* options whose continuation is one token share one input row (the context), as in lm-eval;
+* rows are sorted by length and packed into batches under a token budget, so little padding is
+  computed, and padding is on the left so every row ends at the same position;
+* only the positions that predict continuation tokens go through the LM head
+  (``logits_to_keep``), instead of a vocabulary-sized softmax at every position.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cogem.errors import CogemError, UsageError
+from cogem.llm.base import OptionScores, normalize_logprobs
+
+__all__ = ["BatchPlan", "EncodedRequest", "score_encoded"]
+
+
+@dataclass
+class EncodedRequest:
+    """One request after tokenization: the text seen, the context, one continuation per option."""
+
+    prompt_text: str
+    options: list[str]
+    context: list[int]
+    continuations: list[list[int]]
+
+
+@dataclass
+class _Row:
+    """One model input row and every (request, option) whose log-likelihood it yields."""
+
+    tokens: tuple[int, ...]
+    uses: list[tuple[int, int]] = field(default_factory=list)  # (request index, option index)
+    width: int = 1  # how many trailing positions are scored (longest continuation here)
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How rows are packed: at most ``max_tokens`` padded tokens and ``max_rows`` rows a batch."""
+
+    max_tokens: int = 4096
+    max_rows: int = 64
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1 or self.max_rows < 1:
+            raise UsageError("batch limits must be positive")
+
+
+def _rows(requests: Sequence[EncodedRequest], window: int) -> list[_Row]:
+    rows: dict[tuple[int, ...], _Row] = {}
+    for r, req in enumerate(requests):
+        for o, cont in enumerate(req.continuations):
+            # lm-eval: input = (context + continuation)[-(window + 1):][:-1]
+            tokens = tuple((req.context + cont)[-(window + 1) :][:-1])
+            row = rows.setdefault(tokens, _Row(tokens))
+            row.uses.append((r, o))
+            row.width = max(row.width, len(cont))
+    return list(rows.values())
+
+
+def _batches(rows: list[_Row], plan: BatchPlan) -> list[list[_Row]]:
+    # Longest first, so a too-large batch fails at once rather than at the end of a long run.
+    ordered = sorted(rows, key=lambda row: (-len(row.tokens), row.tokens))
+    batches: list[list[_Row]] = []
+    current: list[_Row] = []
+    for row in ordered:
+        # Rows are in descending length, so the first row of a batch sets its padded width.
+        width = len(current[0].tokens) if current else len(row.tokens)
+        if current and (len(current) + 1 > plan.max_rows or width * (len(current) + 1) > plan.max_tokens):
+            batches.append(current)
+            current = []
+        current.append(row)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def score_encoded(
+    model: Any,
+    requests: Sequence[EncodedRequest],
+    *,
+    pad_id: int,
+    window: int,
+    plan: BatchPlan,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[OptionScores]:
+    """Score every option of every request; ``on_batch(rows_done)`` after each forward pass."""
+    import torch
+
+    rows = _rows(requests, window)
+    totals = [[0.0] * len(req.options) for req in requests]
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for batch in _batches(rows, plan):
+            _run_batch(model, batch, requests, totals, pad_id=pad_id)
+            if on_batch is not None:
+                on_batch(len(batch))
+    # Latency is the batch's wall time shared evenly: per-item timing is not observable here.
+    share_ms = (time.perf_counter() - started) * 1000.0 / max(1, len(requests))
+    return [
+        OptionScores(
+            prompt_text=req.prompt_text,
+            options=req.options,
+            logprobs=totals[i],
+            probs=normalize_logprobs(totals[i]),
+            option_tokens=[len(c) for c in req.continuations],
+            prompt_tokens=len(req.context),
+            latency_ms=share_ms,
+        )
+        for i, req in enumerate(requests)
+    ]
+
+
+def _run_batch(
+    model: Any,
+    batch: list[_Row],
+    requests: Sequence[EncodedRequest],
+    totals: list[list[float]],
+    *,
+    pad_id: int,
+) -> None:
+    import torch
+
+    length = max(len(row.tokens) for row in batch)
+    keep = max(row.width for row in batch)
+    ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), length), dtype=torch.long)
+    for i, row in enumerate(batch):
+        ids[i, length - len(row.tokens) :] = torch.tensor(row.tokens, dtype=torch.long)
+        mask[i, length - len(row.tokens) :] = 1
+    # Left padding needs explicit positions: each row counts from 0 at its first real token.
+    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    logits = model(
+        input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep
+    ).logits
+    # Softmax in float64 whatever the model dtype, so bf16 runs lose nothing more here.
+    logsoft = torch.log_softmax(logits.double(), dim=-1)
+    for i, row in enumerate(batch):
+        for r, o in row.uses:
+            cont = requests[r].continuations[o]
+            # The last len(cont) positions predict the continuation tokens, in order.
+            picked = logsoft[i, keep - len(cont) :].gather(1, torch.tensor(cont).unsqueeze(1))
+            totals[r][o] = float(picked.sum())
+
+
+def encode_or_error(
+    encode: Callable[[], EncodedRequest],
+) -> EncodedRequest | CogemError:
+    """Run one request's tokenization; a bad request becomes its own error, not the batch's."""
+    try:
+        return encode()
+    except CogemError as exc:
+        return exc
