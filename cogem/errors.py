@@ -13,11 +13,13 @@ __all__ = [
     "ConfigError",
     "GraphError",
     "InputError",
+    "LLMServerError",
     "LoopBoundError",
     "MemoryStoreError",
     "ModelNotFoundError",
     "OutputValidationError",
     "RunError",
+    "ScoringUnsupportedError",
     "TraceError",
     "UsageError",
 ]
@@ -60,6 +62,10 @@ class ModelNotFoundError(UsageError):
     """The requested model path or id cannot be found or loaded offline."""
 
 
+class ScoringUnsupportedError(UsageError):
+    """The model server cannot score options (it returns no log-probabilities for a prompt)."""
+
+
 class GraphError(UsageError):
     """A reasoner graph is malformed (unknown node, unbounded loop, unreachable end)."""
 
@@ -78,3 +84,16 @@ class MemoryStoreError(RunError):
 
 class TraceError(RunError):
     """A trace file could not be written or read."""
+
+
+class LLMServerError(RunError):
+    """A model server refused a request or failed after the bounded retries.
+
+    ``status`` is the HTTP status (None when no answer came back); ``transient`` says whether the
+    failure was of a kind that was retried (connection, timeout, 429, 5xx).
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, transient: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.transient = transient

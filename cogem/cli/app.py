@@ -36,6 +36,13 @@ def run(
             help="Model: a local HF model dir or hub id (default: embedded SmolLM2; env COGEM_MODEL)."
         ),
     ] = None,
+    llm_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Use the OpenAI-compatible server at this URL (e.g. http://127.0.0.1:8000/v1); "
+            "--model is then the served model name (env COGEM_LLM_URL)."
+        ),
+    ] = None,
     trace: Annotated[
         Path | None,
         typer.Option(help="Where to write the trace (default: under COGEM_HOME/traces)."),
@@ -63,7 +70,7 @@ def run(
     from cogem.settings import Settings
     from cogem.spec import load_specs
 
-    settings = Settings.from_env(model=model, seed=seed)
+    settings = Settings.from_env(model=model, seed=seed, llm_url=llm_url)
     validate_scenario(scenario, settings.max_scenario_chars)  # fail before loading a model
     reasoner = Reasoner.default(load_specs(modules) if modules else None, remember=remember)
     reasoner.validate()

@@ -13,7 +13,7 @@ from cogem.memory.base import Memory
 from cogem.settings import Settings
 from cogem.trace.writer import TraceWriter
 
-__all__ = ["RunContext", "Runtime", "make_runtime"]
+__all__ = ["RunContext", "Runtime", "make_llm", "make_runtime"]
 
 
 @dataclass
@@ -29,10 +29,11 @@ class Runtime:
     settings: Settings = field(default_factory=Settings)
 
     def close(self) -> None:
-        """Release the memory store (its single-writer lock) if it holds one."""
-        close = getattr(self.memory, "close", None)
-        if callable(close):
-            close()
+        """Release the memory store (its single-writer lock) and the LLM's connections, if any."""
+        for resource in (self.memory, self.llm):
+            close = getattr(resource, "close", None)
+            if callable(close):
+                close()
 
     def __enter__(self) -> Runtime:
         return self
@@ -64,17 +65,37 @@ class RunContext:
 
 
 def make_runtime(settings: Settings | None = None, *, with_memory: bool = True) -> Runtime:
-    """Build the real runtime: the transformers backend and the chromadb memory under ``home``.
+    """Build the real runtime: the LLM backend the settings name and the chromadb memory under
+    ``home``. The backend is the in-process transformers model, or the OpenAI-compatible server
+    at ``settings.llm_url`` when that is set.
 
     Imports are local so that importing cogem (and ``cogem --help``/``cogem audit``) stays fast.
     """
     settings = settings or Settings.from_env()
-    from cogem.llm.transformers_backend import TransformersLLM
-
-    llm = TransformersLLM.load(settings.model, seed=settings.seed, dtype=settings.dtype)
+    llm = make_llm(settings)
     memory: Memory | None = None
     if with_memory:
         from cogem.memory.seed import open_memory
 
         memory = open_memory(settings.home)
     return Runtime(llm=llm, memory=memory, settings=settings)
+
+
+def make_llm(settings: Settings) -> LLM:
+    """The LLM backend ``settings`` select: the one place a concrete backend is chosen."""
+    if settings.llm_url is not None:
+        from cogem.llm.openai_backend import OpenAICompatibleLLM
+
+        key = settings.llm_api_key
+        return OpenAICompatibleLLM.connect(
+            settings.llm_url,
+            settings.model,
+            api_key=key.get_secret_value() if key is not None else None,
+            seed=settings.seed,
+            concurrency=settings.llm_concurrency,
+            timeout=settings.llm_timeout,
+            schema_retries=settings.llm_schema_retries,
+        )
+    from cogem.llm.transformers_backend import TransformersLLM
+
+    return TransformersLLM.load(settings.model, seed=settings.seed, dtype=settings.dtype)

@@ -1,7 +1,6 @@
 """Read an eval directory's files into their typed records.
 
-Stand-in for the runner's ``cogem.evals.log`` readers until they land: report and compare read
-only through these functions, so switching is one import here. Nothing is skipped silently: a
+Report and compare read only through these functions. Nothing is skipped silently: a
 file or line that does not parse is an :class:`InputError` naming the file and line.
 """
 
@@ -14,10 +13,12 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from cogem.errors import InputError
 from cogem.evals.metrics import EvalSummary
-from cogem.evals.records import EvalManifest, SampleRecord
 from cogem.probes import ProbeSummary
 
 __all__ = ["read_manifest", "read_probes", "read_samples", "read_summary"]
+
+# Manifest and samples are read by the eval log itself (one reader, with its crash rules).
+from cogem.evals.log import read_manifest, read_samples
 
 _PROBES = TypeAdapter(list[ProbeSummary])
 _M = TypeVar("_M", bound=BaseModel)
@@ -41,31 +42,6 @@ def _read_json(path: Path, model: type[_M]) -> _M:
         ) from None
     except (ValidationError, ValueError) as err:
         raise InputError(f"{str(path)!r} is not a valid {path.name}: {_why(err)}") from None
-
-
-def read_manifest(eval_dir: Path) -> EvalManifest:
-    return _read_json(Path(eval_dir) / "manifest.json", EvalManifest)
-
-
-def read_samples(eval_dir: Path) -> list[SampleRecord]:
-    """Every line of ``samples.jsonl`` in file order (possibly not item order)."""
-    path = Path(eval_dir) / "samples.jsonl"
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"no samples.jsonl in {str(path.parent)!r}") from None
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()  # the newline that ends the last record
-    records = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            records.append(SampleRecord.model_validate_json(line))
-        except (ValidationError, ValueError) as err:
-            raise InputError(
-                f"{str(path)!r}, line {number}: not a sample record: {_why(err)}"
-            ) from None
-    return records
 
 
 def read_summary(eval_dir: Path) -> EvalSummary | None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import threading
-from functools import partial
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -35,6 +35,7 @@ from cogem.llm.model_files import (
     ensure_gguf_cache,
     resolve_model,
 )
+from cogem.llm.options import check_options
 
 if TYPE_CHECKING:
     import xgrammar
@@ -272,7 +273,7 @@ class TransformersLLM:
     def encode_request(self, prompt: Prompt, options: Sequence[str]) -> EncodedRequest:
         """Tokenize one scoring request exactly as lm-evaluation-harness does (see
         :meth:`score_options`)."""
-        opts = _check_options(options)
+        opts = check_options(options)
         text = self.render(prompt)
         context, moved = _split_trailing_whitespace(text)
         if context:
@@ -428,21 +429,6 @@ def _grammar_schema(node: Any) -> Any:
         out.pop("maxLength", None)
         out["pattern"] = f"^{_PLAIN_CHAR}{{{low},{high_text}}}$"
     return out
-
-
-def _check_options(options: Sequence[str]) -> list[str]:
-    if isinstance(options, str):
-        raise UsageError("options must be a sequence of strings, not one string")
-    opts = list(options)
-    if not opts:
-        raise UsageError("options is empty: give at least one option to score")
-    for option in opts:
-        if not isinstance(option, str) or not option:
-            raise UsageError(f"every option must be a non-empty string, got {option!r}")
-    if len(set(opts)) != len(opts):
-        dupes = sorted({o for o in opts if opts.count(o) > 1})
-        raise UsageError(f"options must be unique; repeated: {dupes}")
-    return opts
 
 
 def _split_trailing_whitespace(text: str) -> tuple[str, str]:

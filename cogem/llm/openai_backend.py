@@ -1,0 +1,444 @@
+"""An LLM backend for any OpenAI-compatible server (vLLM, ``transformers serve``, llama.cpp, ...).
+
+Same Protocol as the in-process backend, with what a server can and cannot prove written down:
+
+- **Generation** is greedy (``temperature=0`` and the run's ``seed``). With a schema the request
+  carries ``response_format={"type": "json_schema", ...}``; servers that enforce it (vLLM) return
+  valid JSON, servers that ignore it (``transformers serve`` 5.24 logs "Ignoring unsupported
+  fields") may not, so every reply is re-validated here and an invalid one is answered with a
+  follow-up message quoting the validation error, at most ``schema_retries`` times. After the
+  bound the last reply is returned as is: the caller validates it (the engine does, and records
+  it), so a raw invalid output is never lost. A plain ``str`` prompt goes verbatim to
+  ``/v1/completions`` and is never retried (feedback would change the exact prompt).
+- ``Generation.prompt_text`` is the **message list as sent** (role-tagged transcript, retries
+  included): the server applies its own chat template, which a client cannot see.
+- **Option scoring** needs prompt log-probabilities: ``/v1/completions`` with ``echo`` and
+  ``logprobs`` (as lm-evaluation-harness's ``local-completions`` model does). The option tokens
+  are found by the returned character offsets, split lm-eval's way (trailing prompt whitespace
+  moves to the option). A server that returns no log-probabilities gets a
+  :class:`~cogem.errors.ScoringUnsupportedError` naming it; nothing is estimated instead.
+- **Weights** cannot be proven over HTTP: ``ModelInfo.weights_sha256`` is ``"unknown"`` and the
+  manifest names the server URL and model instead.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
+
+from cogem.errors import (
+    CogemError,
+    ConfigError,
+    LLMServerError,
+    ScoringUnsupportedError,
+    UsageError,
+)
+from cogem.llm.base import (
+    ChatPrompt,
+    Generation,
+    ModelInfo,
+    OptionScores,
+    Prompt,
+    normalize_logprobs,
+)
+from cogem.llm.http_client import HttpJsonClient, RetryPolicy
+from cogem.llm.options import check_options
+from cogem.schema import validation_error
+
+__all__ = ["GenerateRequest", "OpenAICompatibleLLM", "api_base_url"]
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+# What the weights hash says when the server cannot prove which weights it runs.
+UNKNOWN_WEIGHTS = "unknown"
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """One item of :meth:`OpenAICompatibleLLM.generate_batch`."""
+
+    prompt: Prompt
+    schema: dict[str, Any] | None = None
+    max_new_tokens: int = 256
+
+
+def api_base_url(url: str) -> str:
+    """The API base: ``http://host:8000`` and ``http://host:8000/`` mean ``.../v1``; a URL with
+    a path (``.../v1``, ``.../openai/v1``) is used as given."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(
+            f"the LLM server URL must look like http://host:port/v1, got {url!r}",
+            field="COGEM_LLM_URL",
+        )
+    base = url.strip().rstrip("/")
+    return base if parts.path.strip("/") else f"{base}/v1"
+
+
+class OpenAICompatibleLLM:
+    """cogem's ``LLM`` Protocol over an OpenAI-compatible HTTP API. Build it with :meth:`connect`.
+
+    Thread-safe: evals may call it from many threads; at most ``concurrency`` requests are in
+    flight, and :meth:`generate_batch`/:meth:`score_batch` fan out up to that bound.
+    """
+
+    def __init__(
+        self,
+        client: HttpJsonClient,
+        model: str,
+        *,
+        seed: int = 0,
+        schema_retries: int = 2,
+        strict_schema: bool = True,
+    ) -> None:
+        if schema_retries < 0:
+            raise UsageError(f"schema_retries must be >= 0, got {schema_retries}")
+        self._client = client
+        self._model = model
+        self._seed = seed
+        self._schema_retries = schema_retries
+        self._strict = strict_schema
+        self._logprobs_ok: bool | None = None
+        self._info = ModelInfo(
+            model_id=f"{client.base_url}#{model}",
+            source="http",
+            weights_sha256=UNKNOWN_WEIGHTS,
+            dtype="unknown",
+        )
+
+    @classmethod
+    def connect(
+        cls,
+        url: str,
+        model: str | None = None,
+        *,
+        api_key: str | None = None,
+        seed: int = 0,
+        concurrency: int = 4,
+        timeout: float = 120.0,
+        schema_retries: int = 2,
+        retry: RetryPolicy | None = None,
+        **client_options: Any,
+    ) -> OpenAICompatibleLLM:
+        """Connect to the server at ``url`` and check it serves ``model`` (``None``: the only
+        model it lists). Fails fast, with the server named, if it is unreachable."""
+        client = HttpJsonClient(
+            api_base_url(url),
+            api_key=api_key,
+            timeout=timeout,
+            concurrency=concurrency,
+            retry=retry,
+            **client_options,
+        )
+        served = _served_models(client)
+        if model is None:
+            if served is None or len(served) != 1:
+                listed = "none listed" if not served else f"it lists {served}"
+                raise ConfigError(
+                    f"server {client.base_url} needs a model name ({listed}); pass --model",
+                    field="COGEM_MODEL",
+                )
+            model = served[0]
+        elif served is not None and model not in served:
+            raise ConfigError(
+                f"server {client.base_url} does not serve model {model!r}; it lists {served}",
+                field="COGEM_MODEL",
+            )
+        return cls(client, model, seed=seed, schema_retries=schema_retries)
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    @property
+    def seed(self) -> int:
+        return self._seed
+
+    @property
+    def concurrency(self) -> int:
+        return self._client.concurrency
+
+    def close(self) -> None:
+        self._client.close()
+
+    # --- generation ------------------------------------------------------------------------
+
+    def generate(
+        self,
+        prompt: Prompt,
+        *,
+        schema: dict[str, Any] | None = None,
+        max_new_tokens: int = 256,
+    ) -> Generation:
+        if max_new_tokens < 1:
+            raise UsageError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        if schema is not None and not isinstance(schema, dict):
+            raise UsageError(f"schema must be a JSON schema dict, got {type(schema).__name__}")
+        if isinstance(prompt, str):
+            return self._complete_text(prompt, schema, max_new_tokens)
+        if not isinstance(prompt, ChatPrompt):
+            raise UsageError(f"prompt must be a ChatPrompt or str, got {type(prompt).__name__}")
+        messages = _messages(prompt)
+        started = time.perf_counter()
+        retries = 0
+        while True:
+            body = self._body(schema, max_new_tokens) | {"messages": messages}
+            data = self._client.post_json("/chat/completions", body)
+            choice = _first_choice(data, self._client.base_url)
+            message = choice.get("message")
+            text = message.get("content") if isinstance(message, dict) else None
+            text = text if isinstance(text, str) else ""
+            problem = None if schema is None else _schema_problem(text, schema)
+            if problem is None or retries >= self._schema_retries:
+                return _generation(_transcript(messages), text, choice, data, started)
+            # Feed the error back as a follow-up turn, so the model sees its reply and what is
+            # wrong with it; the transcript (and so the trace) keeps every attempt.
+            messages = [
+                *messages,
+                {"role": "assistant", "content": text},
+                {
+                    "role": "user",
+                    "content": f"That reply is invalid: {problem}. Reply again with JSON only, "
+                    "matching the required schema exactly.",
+                },
+            ]
+            retries += 1
+
+    def _complete_text(
+        self, prompt: str, schema: dict[str, Any] | None, max_new_tokens: int
+    ) -> Generation:
+        if not prompt:
+            raise UsageError("prompt is empty: give the model some text to continue")
+        started = time.perf_counter()
+        body = self._body(schema, max_new_tokens) | {"prompt": prompt}
+        data = self._post_completions(body, "plain-text prompts (used verbatim, no chat template)")
+        choice = _first_choice(data, self._client.base_url)
+        text = choice.get("text")
+        return _generation(prompt, text if isinstance(text, str) else "", choice, data, started)
+
+    def _body(self, schema: dict[str, Any] | None, max_new_tokens: int) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self._model,
+            "temperature": 0,
+            "seed": self._seed,
+            "max_tokens": max_new_tokens,
+        }
+        if schema is not None:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "cogem_output", "schema": schema, "strict": self._strict},
+            }
+        return body
+
+    def _post_completions(self, body: dict[str, Any], needed_for: str) -> Any:
+        try:
+            return self._client.post_json("/completions", body)
+        except LLMServerError as exc:
+            if exc.status in (404, 405):
+                raise UsageError(
+                    f"server {self._client.base_url} has no /completions endpoint, which "
+                    f"{needed_for} need"
+                ) from exc
+            raise
+
+    # --- option scoring --------------------------------------------------------------------
+
+    def score_options(self, prompt: Prompt, options: Sequence[str]) -> OptionScores:
+        """Exact log-probability of each option as a continuation of the prompt, from the
+        server's echoed prompt log-probabilities (one request per option)."""
+        opts = check_options(options)
+        self._require_logprobs()
+        if not isinstance(prompt, str):
+            raise ScoringUnsupportedError(
+                f"server {self._client.base_url} cannot score a chat prompt exactly: the "
+                "chat-templated text is rendered server-side and never returned, so the option "
+                "tokens cannot be located; score a plain-text prompt, or use the in-process backend"
+            )
+        context, moved = prompt.rstrip(), prompt[len(prompt.rstrip()) :]
+        if not context:
+            raise UsageError("prompt is empty or blank: a server cannot score an empty context")
+        started = time.perf_counter()
+        logprobs: list[float] = []
+        counts: list[int] = []
+        prompt_tokens = 0
+        for option in opts:
+            total, n_option, n_context = self._score_one(context, moved + option, option)
+            logprobs.append(total)
+            counts.append(n_option)
+            prompt_tokens = n_context
+        return OptionScores(
+            prompt_text=prompt,
+            options=opts,
+            logprobs=logprobs,
+            probs=normalize_logprobs(logprobs),
+            option_tokens=counts,
+            prompt_tokens=prompt_tokens,
+            latency_ms=(time.perf_counter() - started) * 1000.0,
+        )
+
+    def _score_one(self, context: str, continuation: str, option: str) -> tuple[float, int, int]:
+        full = context + continuation
+        data = self._post_completions(self._echo_body(full), "option scoring")
+        tokens = _echoed_logprobs(_first_choice(data, self._client.base_url), len(full))
+        if tokens is None:
+            raise ScoringUnsupportedError(self._unsupported())
+        boundary = len(context)
+        option_part = [(off, lp) for off, lp in tokens if off >= boundary]
+        if not option_part or option_part[0][0] != boundary:
+            raise UsageError(
+                f"option {option!r}: the server's tokenizer merges it with the end of the prompt, "
+                "so its log-probability cannot be separated exactly; end the prompt at a word "
+                "boundary (e.g. with a space or newline)"
+            )
+        if any(lp is None for _, lp in option_part):
+            raise LLMServerError(
+                f"server {self._client.base_url} returned no log-probability for a token of "
+                f"option {option!r}"
+            )
+        total = math.fsum(float(lp) for _, lp in option_part if lp is not None)
+        return total, len(option_part), len(tokens) - len(option_part)
+
+    def _echo_body(self, text: str) -> dict[str, Any]:
+        # lm-eval's local-completions request: echo the prompt with its token log-probs; one
+        # generated token (some servers reject max_tokens=0), which is dropped.
+        return {
+            "model": self._model,
+            "prompt": text,
+            "max_tokens": 1,
+            "temperature": 0,
+            "seed": self._seed,
+            "echo": True,
+            "logprobs": 1,
+        }
+
+    def _require_logprobs(self) -> None:
+        # Probed once: a server either returns prompt log-probabilities or it does not.
+        if self._logprobs_ok is None:
+            probe = "Hello, world"
+            data = self._post_completions(self._echo_body(probe), "option scoring")
+            choice = _first_choice(data, self._client.base_url)
+            self._logprobs_ok = _echoed_logprobs(choice, len(probe)) is not None
+        if not self._logprobs_ok:
+            raise ScoringUnsupportedError(self._unsupported())
+
+    def _unsupported(self) -> str:
+        return (
+            f"server {self._client.base_url} (model {self._model!r}) returns no prompt "
+            "log-probabilities (/v1/completions with echo and logprobs), so it cannot score "
+            "options; use a server that does (e.g. vLLM) or the in-process transformers backend"
+        )
+
+    # --- batches ---------------------------------------------------------------------------
+
+    def generate_batch(self, requests: Sequence[GenerateRequest]) -> list[Generation | CogemError]:
+        """Generate for every request, up to ``concurrency`` at once; a failed item is its
+        error in the result list, in order, never raised."""
+        return self._map(
+            lambda r: self.generate(r.prompt, schema=r.schema, max_new_tokens=r.max_new_tokens),
+            requests,
+        )
+
+    def score_batch(
+        self, requests: Sequence[tuple[Prompt, Sequence[str]]]
+    ) -> list[OptionScores | CogemError]:
+        """Score every ``(prompt, options)`` pair, up to ``concurrency`` at once; a failed item
+        is its error in the result list, in order, never raised."""
+        return self._map(lambda r: self.score_options(r[0], r[1]), requests)
+
+    def _map(self, fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R | CogemError]:
+        def run(item: _T) -> _R | CogemError:
+            try:
+                return fn(item)
+            except CogemError as exc:  # per-item: one bad sample must not sink an eval
+                return exc
+
+        if not items:
+            return []
+        workers = min(self._client.concurrency, len(items))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cogem-llm") as pool:
+            return list(pool.map(run, items))
+
+
+def _served_models(client: HttpJsonClient) -> list[str] | None:
+    """The model ids the server lists, or None when it has no /models endpoint."""
+    try:
+        data = client.get_json("/models")
+    except LLMServerError as exc:
+        if exc.status in (404, 405):
+            return None
+        raise
+    rows = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(rows, list):
+        raise LLMServerError(f"server {client.base_url}: /models answered {str(data)[:200]!r}")
+    return [str(row["id"]) for row in rows if isinstance(row, dict) and "id" in row]
+
+
+def _messages(prompt: ChatPrompt) -> list[dict[str, str]]:
+    messages = [] if prompt.system is None else [{"role": "system", "content": prompt.system}]
+    return [*messages, {"role": "user", "content": prompt.user}]
+
+
+def _transcript(messages: Sequence[dict[str, str]]) -> str:
+    turns = "".join(f"[{m['role']}]\n{m['content']}\n" for m in messages)
+    return f"{turns}[assistant]\n"
+
+
+def _schema_problem(text: str, schema: dict[str, Any]) -> str | None:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return f"not valid JSON ({exc.msg} at char {exc.pos})"
+    if not isinstance(value, dict):
+        return "not a JSON object"
+    problem = validation_error(value, schema)
+    return None if problem is None else f"fails the schema {problem}"
+
+
+def _first_choice(data: Any, where: str) -> dict[str, Any]:
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise LLMServerError(f"server {where} answered without choices: {str(data)[:200]!r}")
+    return choices[0]
+
+
+def _generation(
+    prompt_text: str, text: str, choice: dict[str, Any], data: Any, started: float
+) -> Generation:
+    usage = data.get("usage") if isinstance(data, dict) else None
+    usage = usage if isinstance(usage, dict) else {}
+    # Only "length" means truncated; "stop", "eos", "tool_calls" all ended on the model's terms.
+    finish: Literal["stop", "length"] = (
+        "length" if choice.get("finish_reason") == "length" else "stop"
+    )
+    return Generation(
+        prompt_text=prompt_text,
+        text=text,
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+        finish_reason=finish,
+        latency_ms=(time.perf_counter() - started) * 1000.0,
+    )
+
+
+def _echoed_logprobs(
+    choice: dict[str, Any], prompt_chars: int
+) -> list[tuple[int, float | None]] | None:
+    """``(char offset, logprob)`` of each echoed prompt token, or None when the server returned
+    no usable prompt log-probabilities (none at all, or echo ignored)."""
+    logprobs = choice.get("logprobs")
+    if not isinstance(logprobs, dict):
+        return None
+    offsets, values = logprobs.get("text_offset"), logprobs.get("token_logprobs")
+    if not isinstance(offsets, list) or not isinstance(values, list) or len(offsets) != len(values):
+        return None
+    tokens = [(int(o), v) for o, v in zip(offsets, values, strict=True) if int(o) < prompt_chars]
+    if not tokens or tokens[0][0] != 0:
+        return None  # the prompt was not echoed
+    return tokens
