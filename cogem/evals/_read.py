@@ -12,14 +12,13 @@ from typing import TypeVar
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from cogem.errors import InputError
+
+# Manifest and samples are read by the eval log itself (one reader, with its crash rules).
+from cogem.evals.log import read_manifest, read_samples
 from cogem.evals.metrics import EvalSummary
 from cogem.probes import ProbeSummary
 
 __all__ = ["read_manifest", "read_probes", "read_samples", "read_summary"]
-
-# Manifest and samples are read by the eval log itself (one reader, with its crash rules).
-from cogem.evals.log import read_manifest, read_samples
-
 _PROBES = TypeAdapter(list[ProbeSummary])
 _M = TypeVar("_M", bound=BaseModel)
 

@@ -201,7 +201,7 @@ def test_a_bad_samples_line_is_an_input_error_naming_file_and_line(tmp_path: Pat
     lines = (out / "samples.jsonl").read_text("utf-8").splitlines()
     lines[2] = lines[2].replace('"target":', '"targt":')
     (out / "samples.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    with pytest.raises(InputError, match=r"samples\.jsonl', line 3: not a sample record"):
+    with pytest.raises(InputError, match=r"samples\.jsonl: line 3 is not a valid sample record"):
         write_report(out)
     with pytest.raises(InputError, match=r"no manifest\.json"):
         write_report(tmp_path / "nowhere")
