@@ -126,7 +126,7 @@ def run_cogem(data: Path, dtype: str, limit: int, work: Path, batch_tokens: int
     odds: dict[int, float] = {}
     for line in (out / "samples.jsonl").read_text().splitlines():
         record = json.loads(line)
-        subset, split, number = record["item_id"].split("/")
+        _subset, split, number = record["item_id"].split("/")
         if split == "test" and record["logprobs"] is not None:
             no, yes = record["logprobs"]
             odds[int(number)] = yes - no

@@ -68,11 +68,11 @@ def run_eval(
         raise UsageError(f"--limit must be at least 1, got {limit}")
     if resume and out is None:
         raise UsageError("--resume needs --out: the folder of the eval to finish")
+    out = out or default_out_dir(runtime, suite, reasoner)
+    answerer = make_answerer(reasoner, suite, runtime, out, batch=batch)  # fails before any data
     items, files = suite.load_items(data)
     if limit is not None:
         items = items[:limit]
-    out = out or default_out_dir(runtime, suite, reasoner)
-    answerer = make_answerer(reasoner, suite, runtime, out, batch=batch)
     ids = [item.id for item in items]
     manifest = EvalManifest(
         suite=suite.name,

@@ -1,0 +1,131 @@
+"""Evals on the real embedded model: the CLI end to end, crash + resume, exact batched scores."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cogem.evals.log import read_manifest, read_samples
+
+pytestmark = pytest.mark.integration
+
+ETHICS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ethics"
+needs_ethics = pytest.mark.skipif(not ETHICS.is_dir(), reason="ETHICS data not present")
+COGEM = [sys.executable, "-m", "cogem"]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+
+
+def cogem(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*COGEM, *args], capture_output=True, text=True, env=_env(), timeout=timeout
+    )
+
+
+def test_builtin_suite_runs_offline_then_report_and_compare(tmp_path: Path) -> None:
+    a, b = tmp_path / "fp32", tmp_path / "bf16"
+    done = cogem("eval", "vignettes", "--out", str(a))
+    assert done.returncode == 0, done.stderr
+    assert "accuracy" in done.stdout and str(a) in done.stdout
+    samples = read_samples(a)
+    assert len(samples) == 24 and not any(s.error for s in samples)
+    manifest = read_manifest(a)
+    assert manifest.model["source"] == "embedded-gguf" and len(manifest.model["weights_sha256"]) == 64
+    assert manifest.cogem_commit is None or len(manifest.cogem_commit) == 40
+    done = cogem("eval", "vignettes", "--out", str(b), "--dtype", "bfloat16", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.split("\neval: ")[0])["n_items"] == 24
+    assert read_manifest(b).model["dtype"] == "bfloat16"
+    # bf16 moves scores a little, never the option set or the items.
+    fp32 = {s.item_id: s.logprobs for s in samples}
+    for s in read_samples(b):
+        assert s.logprobs is not None and fp32[s.item_id] is not None
+        odds = s.logprobs[1] - s.logprobs[0]
+        ref = fp32[s.item_id][1] - fp32[s.item_id][0]  # type: ignore[index]
+        assert abs(odds - ref) < 0.5
+    done = cogem("eval", "report", str(a))
+    assert done.returncode == 0, done.stderr
+    assert (a / "report.html").is_file() and (a / "report.md").is_file()
+    done = cogem("eval", "compare", str(a), str(b))
+    assert done.returncode == 0, done.stderr
+    assert "accuracy" in done.stdout
+
+
+@needs_ethics
+def test_sigkill_mid_eval_then_resume_finishes_every_item_exactly_once(tmp_path: Path) -> None:
+    out = tmp_path / "cm"
+    args = ["eval", "ethics_cm", "--data", str(ETHICS), "--limit", "640", "--out", str(out)]
+    proc = subprocess.Popen(
+        [*COGEM, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env()
+    )
+    samples = out / "samples.jsonl"
+    deadline = time.monotonic() + 600
+    try:
+        while time.monotonic() < deadline:
+            lines = samples.read_bytes().count(b"\n") if samples.exists() else 0
+            if lines >= 64:
+                break
+            assert proc.poll() is None, "the eval ended before it could be killed"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    before = samples.read_bytes()
+    done_before = before.count(b"\n")
+    assert 64 <= done_before < 640, done_before
+    assert not (out / "summary.json").exists()
+
+    done = cogem(*args, "--resume")
+    assert done.returncode == 0, done.stderr
+    assert f"resumed: {done_before} items were already done, {640 - done_before} ran now" in done.stderr
+    after = samples.read_bytes()
+    assert after.startswith(before[: before.rfind(b"\n") + 1])  # finished lines untouched
+    ids = [json.loads(line)["item_id"] for line in after.splitlines()]
+    assert len(ids) == len(set(ids)) == 640
+    assert sorted(ids) == sorted(read_manifest(out).item_ids)
+    assert json.loads((out / "summary.json").read_text())["n_items"] == 640
+
+
+@needs_ethics
+def test_batched_scores_equal_single_scores_including_multi_token_options() -> None:
+    from cogem.evals.suite import load_suite
+    from cogem.llm.batch_scoring import BatchPlan
+    from cogem.llm.transformers_backend import TransformersLLM
+
+    llm = TransformersLLM.load(None)
+    suite = load_suite("ethics_justice")
+    items = suite.load_items(ETHICS)[0][:24]
+    # Single-token choices share one row; multi-token ones take one row each.
+    multi = [" not reasonable at all", " quite reasonable"]
+    requests = [(suite.prompt(item), suite.config.prompt.choices if n % 2 else multi)
+                for n, item in enumerate(items)]  # fmt: skip
+    # A small budget forces several batches with padding.
+    batched = llm.score_batch([*requests, ("x", ["", " y"])], plan=BatchPlan(max_tokens=300))
+    assert isinstance(batched[-1], Exception)  # one bad request is its own error
+    encoded = llm.encode_request(*requests[0])
+    assert max(len(c) for c in encoded.continuations) > 1  # the multi-token path is exercised
+    for (prompt, opts), got in zip(requests, batched, strict=False):
+        single = llm.score_options(prompt, opts)
+        assert not isinstance(got, Exception)
+        for x, y in zip(single.logprobs, got.logprobs, strict=True):
+            assert abs(x - y) < 1e-4
+
+
+def test_default_reasoner_eval_links_a_verified_trace_per_sample(tmp_path: Path) -> None:
+    out = tmp_path / "d"
+    done = cogem("eval", "vignettes", "--reasoner", "default", "--limit", "2", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    for sample in read_samples(out):
+        assert sample.error is None and sample.trace is not None
+        audit = cogem("audit", str(out / sample.trace))
+        assert audit.returncode == 0, audit.stdout
+        assert sample.trace_head is not None and sample.trace_head[:8] in audit.stdout
