@@ -129,3 +129,14 @@ def test_default_reasoner_eval_links_a_verified_trace_per_sample(tmp_path: Path)
         audit = cogem("audit", str(out / sample.trace))
         assert audit.returncode == 0, audit.stdout
         assert sample.trace_head is not None and sample.trace_head[:8] in audit.stdout
+
+
+def test_readme_python_eval_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.readme_blocks import blocks
+
+    (example,) = [b for b in blocks("python") if "run_eval(" in b]
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {}
+    exec(compile(example, "README.md", "exec"), namespace)
+    result = namespace["result"]
+    assert len(read_samples(result.out_dir)) == 6  # type: ignore[attr-defined]
