@@ -52,6 +52,11 @@ def run_cmd(
     out: Annotated[Path | None, typer.Option(help="Eval folder (default: COGEM_HOME/evals/<suite>-<reasoner>-<time>).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Finish the eval in --out: only unfinished items run.")] = False,
     batch_tokens: Annotated[int, typer.Option(help="direct: padded tokens per forward pass.")] = 4096,
+    probes: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated metamorphic probes to run after the eval (see `cogem probe`); writes probes.json."),
+    ] = None,
+    probe_limit: Annotated[int, typer.Option(help="Items to probe (the first N answered).")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Evaluate a reasoner on SUITE; writes manifest.json, samples.jsonl and summary.json."""
@@ -69,6 +74,8 @@ def run_cmd(
         result = run_eval(
             loaded, runtime, reasoner=reasoner, data=data, out=out, limit=limit, resume=resume,
             batch=BatchPlan(max_tokens=batch_tokens), console=_err,
+            probes=[p.strip() for p in probes.split(",") if p.strip()] if probes else (),
+            probe_limit=probe_limit,
         )  # fmt: skip
     if result.resumed_from:
         _err.print(f"resumed: {result.resumed_from} items were already done, {result.answered_now} ran now")

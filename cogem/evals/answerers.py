@@ -147,6 +147,10 @@ class ReasonerAnswerer:
         self._choices = list(suite.config.prompt.choices)
         reasoner.validate()
 
+    @property
+    def reasoner(self) -> Reasoner:
+        return self._reasoner
+
     def detail(self) -> dict[str, Any]:
         return {
             "graph": self._reasoner.describe(),

@@ -83,4 +83,6 @@ class EvalManifest(_Record):
     seed: int
     decoding: dict[str, Any]
     limit: int | None = None
+    probes: list[str] = Field(default_factory=list, description="metamorphic probes run after")
+    probe_limit: int = 0
     created_at: str

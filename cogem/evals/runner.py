@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import platform
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,12 +15,14 @@ from pydantic import BaseModel, ConfigDict
 
 from cogem.engine.run import package_versions
 from cogem.engine.runtime import Runtime
-from cogem.errors import UsageError
+from cogem.errors import ConfigError, UsageError
 from cogem.evals.answerers import make_answerer
 from cogem.evals.log import SUMMARY, EvalLog, read_manifest, read_samples, write_json_atomic
+from cogem.evals.probing import PROBE_FILE, run_item_probes
 from cogem.evals.records import EvalManifest, SampleRecord
 from cogem.evals.suite import Suite, load_suite
 from cogem.llm.batch_scoring import BatchPlan
+from cogem.probes import PROBES
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -56,16 +58,23 @@ def run_eval(
     limit: int | None = None,
     resume: bool = False,
     batch: BatchPlan | None = None,
+    probes: Sequence[str] = (),
+    probe_limit: int = 20,
     console: Console | None = None,
 ) -> EvalResult:
     """Run (or with ``resume`` finish) an eval; every item ends up in ``samples.jsonl`` once.
 
     ``reasoner`` is ``direct``, ``default`` or ``module:name`` / ``file.py:name``. ``data`` is
-    the dataset location (see :meth:`Suite.load_items`). A ``console`` gets a progress bar.
+    the dataset location (see :meth:`Suite.load_items`). ``probes`` (names from
+    :data:`cogem.probes.PROBES`) then rerun the first ``probe_limit`` answered items under each
+    probe and write ``probes.json`` (flip rates). A ``console`` gets a progress bar.
     """
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
     if limit is not None and limit < 1:
         raise UsageError(f"--limit must be at least 1, got {limit}")
+    unknown = [p for p in probes if p not in PROBES]
+    if unknown:
+        raise ConfigError(f"unknown probe(s) {unknown}; valid: {', '.join(PROBES)}", field="probes")
     if resume and out is None:
         raise UsageError("--resume needs --out: the folder of the eval to finish")
     out = out or default_out_dir(runtime, suite, reasoner)
@@ -93,6 +102,8 @@ def run_eval(
         seed=runtime.settings.seed,
         decoding=answerer.decoding(),
         limit=limit,
+        probes=list(probes),
+        probe_limit=probe_limit if probes else 0,
         created_at=datetime.now(UTC).isoformat(),
     )
     with EvalLog.open(out, manifest, resume=resume) as log:
@@ -106,6 +117,15 @@ def run_eval(
 
             answerer.answer(todo, emit)
         answered = len(log.done) - before
+        if probes:
+            by_id = {item.id: item for item in items}
+            baseline = sorted(log.done.values(), key=lambda r: r.index)[:probe_limit]
+            if console is not None:
+                console.print(f"probing {len(baseline)} items x {len(probes)} probes…")
+            summaries = run_item_probes(
+                suite, runtime, answerer, [(by_id[r.item_id], r) for r in baseline], probes, out
+            )
+            write_json_atomic(out / PROBE_FILE, [s.model_dump(mode="json") for s in summaries])
     summary = summarize_dir(out)
     return EvalResult(
         out_dir=out, total=len(items), answered_now=answered, resumed_from=before, summary=summary

@@ -89,6 +89,9 @@ class SuiteConfig(_Cfg):
     metrics: list[str] = Field(
         default_factory=lambda: ["accuracy", "balanced_accuracy", "ece", "brier", "auroc"]
     )
+    probe_field: str | None = Field(
+        default=None, description="the item field metamorphic probes rewrite (default: input/scenario)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> SuiteConfig:

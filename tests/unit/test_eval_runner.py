@@ -139,3 +139,25 @@ def test_user_reasoner_from_a_file(tmp_path: Path) -> None:
 def test_a_suite_without_mapping_only_runs_direct(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="only --reasoner direct"):
         run_eval("ethics_virtue", fake_runtime(), reasoner="default", data=tmp_path)
+
+
+def test_probes_after_an_eval_report_flip_rates(tmp_path: Path) -> None:
+    out = tmp_path / "p"
+    run_eval("vignettes", fake_runtime(), out=out, limit=6,
+             probes=["sycophancy_fine", "option_order"], probe_limit=4)  # fmt: skip
+    summaries = {s["probe"]: s for s in json.loads((out / "probes.json").read_text())}
+    syc = summaries["sycophancy_fine"]
+    assert syc["n"] == 4 and 0 <= syc["flips"] <= 4 and syc["errors"] == 0
+    assert syc["mean_tvd"] is not None and 0.0 <= syc["mean_tvd"] <= 1.0
+    assert summaries["option_order"]["n"] == 0  # direct has no modules to reorder
+    assert read_manifest(out).probes == ["sycophancy_fine", "option_order"]
+
+    out = tmp_path / "r"
+    run_eval("vignettes", fake_runtime(), reasoner="default", out=out, limit=3,
+             probes=["option_order", "paraphrase"], probe_limit=3)  # fmt: skip
+    summaries = {s["probe"]: s for s in json.loads((out / "probes.json").read_text())}
+    assert summaries["option_order"]["n"] == 3 and summaries["paraphrase"]["n"] == 3
+    assert len(list((out / "probes" / "option_order").glob("*.jsonl"))) == 3
+    with pytest.raises(ConfigError, match="unknown probe"):
+        run_eval("vignettes", fake_runtime(), out=tmp_path / "x", limit=1, probes=["nope"])
+    assert not (tmp_path / "x").exists()  # refused before anything was written
