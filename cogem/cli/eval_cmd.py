@@ -61,12 +61,16 @@ def run_cmd(
 ) -> None:
     """Evaluate a reasoner on SUITE; writes manifest.json, samples.jsonl and summary.json."""
     from cogem.engine import make_runtime
-    from cogem.evals.runner import run_eval
+    from cogem.evals.runner import preflight, run_eval
     from cogem.evals.suite import load_suite
     from cogem.llm.batch_scoring import BatchPlan
     from cogem.settings import Settings
 
-    loaded = load_suite(suite)  # fail on a bad suite before loading a model
+    probe_names = [p.strip() for p in probes.split(",") if p.strip()] if probes else []
+    loaded = load_suite(suite)
+    # Fail on a bad suite, data or flag before spending seconds on loading a model.
+    preflight(loaded, reasoner=reasoner, data=data, limit=limit, resume=resume, out=out,
+              probes=probe_names)  # fmt: skip
     settings = Settings.from_env(model=model, dtype=dtype)
     with _err.status("loading model…"):
         runtime = make_runtime(settings, with_memory=reasoner != "direct")
@@ -74,7 +78,7 @@ def run_cmd(
         result = run_eval(
             loaded, runtime, reasoner=reasoner, data=data, out=out, limit=limit, resume=resume,
             batch=BatchPlan(max_tokens=batch_tokens), console=_err,
-            probes=[p.strip() for p in probes.split(",") if p.strip()] if probes else (),
+            probes=probe_names,
             probe_limit=probe_limit,
         )  # fmt: skip
     if result.resumed_from:

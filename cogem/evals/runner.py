@@ -19,7 +19,7 @@ from cogem.errors import ConfigError, UsageError
 from cogem.evals.answerers import make_answerer
 from cogem.evals.log import SUMMARY, EvalLog, read_manifest, read_samples, write_json_atomic
 from cogem.evals.probing import PROBE_FILE, run_item_probes
-from cogem.evals.records import EvalManifest, SampleRecord
+from cogem.evals.records import DatasetFile, EvalItem, EvalManifest, SampleRecord
 from cogem.evals.suite import Suite, load_suite
 from cogem.llm.batch_scoring import BatchPlan
 from cogem.probes import PROBES
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from cogem.evals.metrics import EvalSummary
 
-__all__ = ["EvalResult", "default_out_dir", "run_eval", "summarize_dir"]
+__all__ = ["EvalResult", "default_out_dir", "preflight", "run_eval", "summarize_dir"]
 
 
 class EvalResult(BaseModel):
@@ -70,18 +70,11 @@ def run_eval(
     probe and write ``probes.json`` (flip rates). A ``console`` gets a progress bar.
     """
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
-    if limit is not None and limit < 1:
-        raise UsageError(f"--limit must be at least 1, got {limit}")
-    unknown = [p for p in probes if p not in PROBES]
-    if unknown:
-        raise ConfigError(f"unknown probe(s) {unknown}; valid: {', '.join(PROBES)}", field="probes")
-    if resume and out is None:
-        raise UsageError("--resume needs --out: the folder of the eval to finish")
+    items, files = preflight(
+        suite, reasoner=reasoner, data=data, limit=limit, resume=resume, out=out, probes=probes
+    )
     out = out or default_out_dir(runtime, suite, reasoner)
-    answerer = make_answerer(reasoner, suite, runtime, out, batch=batch)  # fails before any data
-    items, files = suite.load_items(data)
-    if limit is not None:
-        items = items[:limit]
+    answerer = make_answerer(reasoner, suite, runtime, out, batch=batch)
     ids = [item.id for item in items]
     manifest = EvalManifest(
         suite=suite.name,
@@ -130,6 +123,34 @@ def run_eval(
     return EvalResult(
         out_dir=out, total=len(items), answered_now=answered, resumed_from=before, summary=summary
     )
+
+
+def preflight(
+    suite: Suite,
+    *,
+    reasoner: str,
+    data: Path | None,
+    limit: int | None,
+    resume: bool,
+    out: Path | None,
+    probes: Sequence[str],
+) -> tuple[list[EvalItem], list[DatasetFile]]:
+    """Every check that needs no model: arguments, the suite's reasoner mapping, the data.
+    The CLI runs it before loading a model, so a mistake costs no load time."""
+    if limit is not None and limit < 1:
+        raise UsageError(f"--limit must be at least 1, got {limit}")
+    unknown = [p for p in probes if p not in PROBES]
+    if unknown:
+        raise ConfigError(f"unknown probe(s) {unknown}; valid: {', '.join(PROBES)}", field="probes")
+    if resume and out is None:
+        raise UsageError("--resume needs --out: the folder of the eval to finish")
+    if reasoner != "direct" and suite.config.reasoner is None:
+        raise ConfigError(
+            f"suite {suite.name!r} defines no [reasoner] mapping; only --reasoner direct applies",
+            path=str(suite.source), field="reasoner",
+        )  # fmt: skip
+    items, files = suite.load_items(data)
+    return (items[:limit] if limit is not None else items), files
 
 
 def summarize_dir(out: Path) -> EvalSummary:
