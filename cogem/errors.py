@@ -9,6 +9,8 @@ say what to do, because they are printed to users without a traceback.
 from __future__ import annotations
 
 __all__ = [
+    "ApprovalError",
+    "CheckpointError",
     "CogemError",
     "ConfigError",
     "GraphError",
@@ -18,6 +20,7 @@ __all__ = [
     "ModelNotFoundError",
     "OutputValidationError",
     "RunError",
+    "ThreadError",
     "TraceError",
     "UsageError",
 ]
@@ -78,3 +81,20 @@ class MemoryStoreError(RunError):
 
 class TraceError(RunError):
     """A trace file could not be written or read."""
+
+
+class ThreadError(UsageError):
+    """A durable run's thread cannot be started or resumed as asked (it exists, is finished, was
+    started on another scenario, or does not exist)."""
+
+
+class ApprovalError(UsageError):
+    """A human decision is malformed (unknown decision, an edit that fails the plan's schema)."""
+
+
+class CheckpointError(RunError):
+    """A checkpoint store or checkpoint cannot be read or written.
+
+    Never answered with a silent fresh start: resuming from a checkpoint that cannot be read would
+    re-run steps and duplicate their side effects.
+    """
