@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from cogem.cli.render import StepPrinter
 from cogem.engine.approval import ApprovalRequest, Decision, check_decision
@@ -176,7 +177,8 @@ class TerminalApprover:
 
     def _ask(self, label: str) -> str:
         try:
-            return self.console.input(f"{label}: ")
+            # A Text prompt: "[a]pprove" must not be read as rich markup, nor "/" highlighted.
+            return self.console.input(Text(f"{label}: "))
         except EOFError:
             raise typer.Abort() from None
 
