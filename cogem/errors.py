@@ -9,6 +9,8 @@ say what to do, because they are printed to users without a traceback.
 from __future__ import annotations
 
 __all__ = [
+    "ApprovalError",
+    "CheckpointError",
     "CogemError",
     "ConfigError",
     "GraphError",
@@ -20,6 +22,7 @@ __all__ = [
     "OutputValidationError",
     "RunError",
     "ScoringUnsupportedError",
+    "ThreadError",
     "TraceError",
     "UsageError",
 ]
@@ -97,3 +100,18 @@ class LLMServerError(RunError):
         super().__init__(message)
         self.status = status
         self.transient = transient
+class ThreadError(UsageError):
+    """A durable run's thread cannot be started or resumed as asked (it exists, is finished, was
+    started on another scenario, or does not exist)."""
+
+
+class ApprovalError(UsageError):
+    """A human decision is malformed (unknown decision, an edit that fails the plan's schema)."""
+
+
+class CheckpointError(RunError):
+    """A checkpoint store or checkpoint cannot be read or written.
+
+    Never answered with a silent fresh start: resuming from a checkpoint that cannot be read would
+    re-run steps and duplicate their side effects.
+    """

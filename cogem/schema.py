@@ -26,6 +26,7 @@ __all__ = [
     "CONST_FROM",
     "ENUM_FROM",
     "dependencies",
+    "editable_fields",
     "parse_and_validate",
     "resolve_schema",
     "validation_error",
@@ -87,6 +88,29 @@ def _resolve(node: Any, state: Mapping[str, Any]) -> Any:
         order += [name for name in out["properties"] if name not in order]
         out["properties"] = {name: out["properties"][name] for name in order}
     return out
+
+
+def editable_fields(schema: Mapping[str, Any] | None) -> list[str]:
+    """The generated text fields a human may replace when approving: strings and lists of strings
+    that the state does not fix (no ``x-cogem-const-from``/``x-cogem-enum-from``), so an edit can
+    never break a derived field such as a plan's stance."""
+    found = []
+    for name, prop in ((schema or {}).get("properties") or {}).items():
+        if not isinstance(prop, Mapping) or CONST_FROM in prop or ENUM_FROM in prop:
+            continue
+        items = prop.get("items")
+        text_list = (
+            prop.get("type") == "array"
+            and isinstance(items, Mapping)
+            and items.get("type") == "string"
+            and ENUM_FROM not in items
+            and "enum" not in items
+        )
+        if (
+            prop.get("type") == "string" and "enum" not in prop and "const" not in prop
+        ) or text_list:
+            found.append(name)
+    return found
 
 
 def validation_error(instance: Any, schema: Mapping[str, Any]) -> str | None:

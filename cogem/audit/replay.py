@@ -17,6 +17,10 @@ be the same for every call of the run with the same system/no-system shape. The 
 each shape fixes that template text. A plain ``str`` prompt is used verbatim by every backend,
 so it must equal the recorded text exactly.
 
+Human decisions (runs with ``--approve``) are served from the recorded ``human_decision`` records,
+in order; a resumed durable run replays as one uninterrupted run (``run_resume`` records mark
+where the original was cut and continued, and change no step).
+
 Conditional edges cannot be rebuilt (a router is user Python), so replayed routers follow the
 recorded order of ``module_start`` records: after module X's k-th visit they return the module
 that ran next in the recording, or ``END``.
@@ -40,6 +44,7 @@ from cogem.audit.replay_diff import (
     first_difference,
 )
 from cogem.audit.replay_serve import CountingLLM, ReplayDivergenceError, ReplayLLM, ReplayMemory
+from cogem.engine.approval import ApprovalRequest, Decision
 from cogem.engine.graph import END, Reasoner
 from cogem.engine.runtime import Runtime
 from cogem.errors import CogemError, TraceError, UsageError
@@ -48,6 +53,7 @@ from cogem.memory.base import MemoryHit, MemoryInfo, ScoreComponents
 from cogem.settings import Settings
 from cogem.spec import ModuleSpec
 from cogem.trace.events import (
+    HumanDecision,
     LlmCall,
     Manifest,
     ModuleEnd,
@@ -337,14 +343,44 @@ def _out_path(path: Path, out: Path | None, kind: str) -> Path:
 def _run(recording: _Recording, runtime: Runtime, out: Path) -> str | None:
     """Run the rebuilt reasoner; the error it ended with, if any (it is in the new trace too)."""
     reasoner = recording.reasoner()
+    gate = recording.manifest.graph.get("approval")
+    approver = _RecordedDecisions(recording.events) if isinstance(gate, str) else None
     try:
-        reasoner.run(recording.scenario, runtime, trace_path=out)
+        reasoner.run(
+            recording.scenario,
+            runtime,
+            trace_path=out,
+            approve=approver,
+            approve_after=gate if isinstance(gate, str) else "plan",
+        )
     except Exception as exc:  # recorded in the new trace; an expected error if the recording has it
         closed = out.is_file() and any(isinstance(e, RunEnd) for e in read_trace(out))
         if isinstance(exc, TraceError) and not closed:
             raise  # the new trace itself could not be written: there is nothing to compare
         return f"{type(exc).__name__}: {exc}"
     return None
+
+
+class _RecordedDecisions:
+    """Serves the recorded human decisions in order, checking each is for the same review."""
+
+    def __init__(self, events: Sequence[Any]) -> None:
+        self._decisions = [(i, e) for i, e in enumerate(events) if isinstance(e, HumanDecision)]
+        self._next = 0
+
+    def __call__(self, request: ApprovalRequest) -> Decision:
+        if self._next >= len(self._decisions):
+            raise ReplayDivergenceError(
+                f"the replay asks for a human decision on {request.module!r} step {request.step}, but the recording has no more"
+            )
+        index, event = self._decisions[self._next]
+        self._next += 1
+        if (event.module, event.step) != (request.module, request.step):
+            raise ReplayDivergenceError(
+                f"record {index}: the recorded decision is on {event.module!r} step {event.step}, the replay asks about {request.module!r} step {request.step}",
+                index=index,
+            )
+        return Decision(decision=event.decision, edits=event.edits, note=event.note)
 
 
 def _steps(events: Sequence[Any]) -> list[tuple[ModuleStart, ModuleEnd | None]]:

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from cogem.cli.eval_cmd import eval_app
 from cogem.cli.memory_cmd import memory_app
-from cogem.cli.render import StepPrinter, audit_lines
+from cogem.cli.render import audit_lines
 
 app = typer.Typer(
     help="cogem: run cognitive-emulation reasoners offline and audit their traces.",
@@ -29,7 +29,9 @@ _err = Console(stderr=True)
 
 @app.command()
 def run(
-    scenario: Annotated[str, typer.Argument(help="The situation to reason about.")],
+    scenario: Annotated[
+        str | None, typer.Argument(help="The situation to reason about (not with --resume).")
+    ] = None,
     model: Annotated[
         str | None,
         typer.Option(
@@ -63,28 +65,39 @@ def run(
     seed: Annotated[
         int | None, typer.Option(help="Random seed recorded in the manifest (decoding is greedy).")
     ] = None,
+    thread: Annotated[
+        str | None,
+        typer.Option(
+            help="Make the run durable under this thread id: checkpointed after every step."
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Continue the interrupted durable run --thread ID."),
+    ] = False,
+    approve: Annotated[
+        bool,
+        typer.Option(
+            "--approve", help="Pause after `plan`: show verdict and plan, then approve/edit/reject."
+        ),
+    ] = False,
+    checkpoints: Annotated[
+        str | None,
+        typer.Option(
+            help="Checkpoint store for --thread: a SQLite file or postgresql:// URL "
+            "(default: COGEM_CHECKPOINTS or COGEM_HOME/checkpoints.sqlite)."
+        ),
+    ] = None,
 ) -> None:
     """Run the default reasoner (perceive -> recall -> judge -> plan) on SCENARIO."""
-    from cogem.engine import Reasoner, make_runtime
-    from cogem.engine.run import validate_scenario
-    from cogem.settings import Settings
-    from cogem.spec import load_specs
+    from cogem.cli.run_cmd import run_cli
 
-    settings = Settings.from_env(model=model, seed=seed, llm_url=llm_url)
-    validate_scenario(scenario, settings.max_scenario_chars)  # fail before loading a model
-    reasoner = Reasoner.default(load_specs(modules) if modules else None, remember=remember)
-    reasoner.validate()
-    printer = StepPrinter(_err if as_json else _out)
-    with _err.status("loading model and memory…"):
-        runtime = make_runtime(settings)
-    with printer.live():
-        result = reasoner.run(scenario, runtime, trace_path=trace, on_event=printer.on_event)
-    if as_json:
-        typer.echo(json.dumps(result.state, ensure_ascii=False, indent=2))
-        _err.print(f"trace: {result.trace_path}")
-    else:
-        printer.print_summary(result.state)
-        _out.print(f"trace: {result.trace_path}", highlight=False, soft_wrap=True, markup=False)
+    run_cli(
+        scenario, model=model, llm_url=llm_url, trace=trace, as_json=as_json, remember=remember,
+        modules=modules,
+        seed=seed, thread=thread, resume=resume, approve=approve, checkpoints=checkpoints,
+        out=_out, err=_err,
+    )  # fmt: skip
 
 
 @app.command()

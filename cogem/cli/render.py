@@ -42,6 +42,18 @@ class StepPrinter:
             finally:
                 self._status = None
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Stop the spinner while the terminal is used for something else (an approval prompt)."""
+        status = self._status
+        if status is not None:
+            status.stop()
+        try:
+            yield
+        finally:
+            if status is not None:
+                status.start()
+
     def on_event(self, event: Any) -> None:
         if isinstance(event, ModuleStart):
             self._current = {"step": event.step, "module": event.module, "probs": "", "hits": ""}

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypedDict
+from typing import Annotated, Any, TypedDict
 
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime as GraphRuntime
+from langgraph.types import interrupt
 
+from cogem.engine.approval import APPROVAL_NODE, build_request, check_decision
 from cogem.engine.runtime import RunContext
 from cogem.engine.step import run_step
 from cogem.errors import GraphError
 from cogem.spec import ModuleSpec, load_specs
+from cogem.trace.events import HumanDecision
 
-__all__ = ["END", "START", "Reasoner"]
+__all__ = ["END", "RUN_KEY", "START", "Reasoner"]
+
+RUN_KEY = "cogem_run"
+"""The state channel where each node leaves the run's position (see ``RunContext.position``), so
+the checkpoint taken after a step says how far the trace had got. Stripped from results."""
 
 Router = Callable[[Mapping[str, Any]], str]
 DEFAULT_INPUTS = ("scenario",)
@@ -72,7 +80,7 @@ class Reasoner:
     def add_module(self, spec: ModuleSpec, *, max_visits: int = 1) -> Reasoner:
         if spec.name in self._specs:
             raise GraphError(f"module {spec.name!r} is already in the graph")
-        if spec.name in (START, END) or spec.name in self.inputs:
+        if spec.name in (START, END, RUN_KEY, APPROVAL_NODE) or spec.name in self.inputs:
             raise GraphError(f"module name {spec.name!r} is reserved")
         if max_visits < 1:
             raise GraphError(f"module {spec.name!r}: max_visits must be >= 1")
@@ -135,11 +143,41 @@ class Reasoner:
         *,
         trace_path: Any = None,
         on_event: Callable[[Any], None] | None = None,
+        approve: Any = None,
+        approve_after: str = "plan",
+        thread: str | None = None,
+        checkpointer: Any = None,
     ) -> Any:
-        """Run on ``scenario`` with ``runtime``; returns a :class:`~cogem.engine.run.RunResult`."""
+        """Run on ``scenario`` with ``runtime``; returns a :class:`~cogem.engine.run.RunResult`.
+
+        ``thread`` makes the run durable (checkpointed after every step; see :meth:`resume`).
+        ``approve`` pauses the run after ``approve_after`` for a human decision: a callable
+        (:class:`~cogem.engine.approval.ApprovalRequest` -> :class:`~cogem.engine.approval.Decision`),
+        or ``True`` with a ``thread`` to return a paused result to :meth:`resume` later.
+        """
         from cogem.engine.run import run_reasoner  # run.py imports this module
 
-        return run_reasoner(self, scenario, runtime, trace_path=trace_path, on_event=on_event)
+        return run_reasoner(
+            self, scenario, runtime, trace_path=trace_path, on_event=on_event, approve=approve,
+            approve_after=approve_after, thread=thread, checkpointer=checkpointer,
+        )  # fmt: skip
+
+    def resume(
+        self,
+        thread: str,
+        runtime: Any,
+        *,
+        on_event: Callable[[Any], None] | None = None,
+        approve: Any = None,
+        checkpointer: Any = None,
+    ) -> Any:
+        """Continue the durable run ``thread`` from its last completed step (or its approval
+        pause, answered by ``approve``: a callable or a :class:`~cogem.engine.approval.Decision`)."""
+        from cogem.engine.durable import resume_reasoner
+
+        return resume_reasoner(
+            self, thread, runtime, on_event=on_event, approve=approve, checkpointer=checkpointer
+        )
 
     # -- compiling --------------------------------------------------------------------------
     def validate(self) -> None:
@@ -151,6 +189,8 @@ class Reasoner:
         writers: dict[str, str] = {}
         for spec in self._specs.values():
             for name in spec.writes:
+                if name == RUN_KEY:
+                    raise GraphError(f"module {spec.name!r}: field name {RUN_KEY!r} is reserved")
                 if name in writers or name in self.inputs:
                     raise GraphError(
                         f"field {name!r} is written by both {writers.get(name, 'the input')!r} and {spec.name!r}"
@@ -176,32 +216,113 @@ class Reasoner:
                     f"module {name!r} is on a loop; declare its bound with add_module(..., max_visits=N)"
                 )
 
-    def compile(self) -> CompiledStateGraph[Any, Any, Any, Any]:
-        """Compile (once) to a LangGraph graph whose nodes take a :class:`RunContext`."""
-        if self._compiled is not None:
+    def compile(
+        self,
+        *,
+        approve_after: str | None = None,
+        checkpointer: BaseCheckpointSaver[Any] | None = None,
+    ) -> CompiledStateGraph[Any, Any, Any, Any]:
+        """Compile to a LangGraph graph whose nodes take a :class:`RunContext`.
+
+        ``approve_after`` puts a human-approval gate after that module; ``checkpointer`` makes the
+        graph durable. The plain graph is compiled once and cached.
+        """
+        plain = approve_after is None and checkpointer is None
+        if plain and self._compiled is not None:
             return self._compiled
         self.validate()
         fields: dict[str, Any] = {name: Any for name in self.inputs}
         for spec in self._specs.values():
             fields.update({name: Any for name in spec.writes})
+        fields[RUN_KEY] = Annotated[dict[str, Any], _furthest]
         state_type = TypedDict("ReasonerState", fields, total=False)  # type: ignore[misc]
         graph: StateGraph[Any, Any, Any, Any] = StateGraph(state_type, context_schema=RunContext)
         for name, spec in self._specs.items():
             graph.add_node(name, _node(spec, self._max_visits[name]))
+        gated = approve_after
+        if gated is not None:
+            if gated not in self._specs:
+                raise GraphError(f"cannot approve after {gated!r}: no such module in the reasoner")
+            graph.add_node(APPROVAL_NODE, _approval_node(self._specs[gated]))
+            graph.add_edge(gated, APPROVAL_NODE)
         for s, t in self._edges:
-            graph.add_edge(s, t)
+            if s != gated:
+                graph.add_edge(s, t)
         for s, (router, targets) in self._routers.items():
-            graph.add_conditional_edges(s, _checked_router(s, router, targets), targets)
-        self._compiled = graph.compile()
-        return self._compiled
+            if s != gated:
+                graph.add_conditional_edges(s, _checked_router(s, router, targets), targets)
+        if gated is not None:
+            static = [t for s, t in self._edges if s == gated]
+            routed = self._routers.get(gated)
+            targets = sorted({*static, *(routed[1] if routed else []), END})
+            graph.add_conditional_edges(
+                APPROVAL_NODE, _after_approval(gated, static, routed), targets
+            )
+        compiled = graph.compile(checkpointer=checkpointer)
+        if plain:
+            self._compiled = compiled
+        return compiled
+
+
+def _furthest(old: dict[str, Any] | None, new: dict[str, Any] | None) -> dict[str, Any]:
+    """Reducer for RUN_KEY: the position furthest along the trace wins."""
+    if old is None:
+        return new or {}
+    if new is None:
+        return old
+    return new if new.get("records", 0) >= old.get("records", 0) else old
 
 
 def _node(spec: ModuleSpec, max_visits: int) -> Callable[..., dict[str, Any]]:
     def node(state: dict[str, Any], runtime: GraphRuntime[RunContext]) -> dict[str, Any]:
-        return run_step(spec, state, runtime.context, max_visits=max_visits)
+        ctx = runtime.context
+        output = run_step(spec, state, ctx, max_visits=max_visits)
+        # run_step's last record is this step's module_end: remember it for an approval gate.
+        ctx.ends[spec.name] = (ctx.steps - 1, ctx.trace.head)
+        return {**output, RUN_KEY: ctx.position()}
 
     node.__name__ = f"module_{spec.name}"
     return node
+
+
+def _approval_node(spec: ModuleSpec) -> Callable[..., dict[str, Any]]:
+    def gate(state: dict[str, Any], runtime: GraphRuntime[RunContext]) -> dict[str, Any]:
+        ctx = runtime.context
+        step, reviewed = ctx.ends[spec.name]
+        request = build_request(spec, state, step)
+        # LangGraph re-runs this node from the top when resumed, and interrupt() then returns the
+        # decision: nothing may be recorded before this line, or it would be recorded twice.
+        decision = check_decision(request, interrupt(request.model_dump(mode="json")))
+        ctx.current = None
+        ctx.emit(
+            HumanDecision,
+            module=spec.name,
+            step=step,
+            reviewed=reviewed,
+            decision=decision.decision,
+            edits=decision.edits,
+            note=decision.note,
+        )
+        position = ctx.position()
+        if decision.decision == "reject":
+            position["rejected"] = True
+        return {**decision.edits, RUN_KEY: position}
+
+    gate.__name__ = f"approve_{spec.name}"
+    return gate
+
+
+def _after_approval(
+    gated: str, static: list[str], routed: tuple[Router, list[str]] | None
+) -> Callable[[Mapping[str, Any]], str | list[str]]:
+    def route(state: Mapping[str, Any]) -> str | list[str]:
+        if (state.get(RUN_KEY) or {}).get("rejected"):
+            return END
+        if routed is not None:
+            return _checked_router(gated, *routed)(state)
+        return static[0] if len(static) == 1 else static
+
+    return route
 
 
 def _checked_router(

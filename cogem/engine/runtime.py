@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,7 +43,11 @@ class Runtime:
 
 @dataclass
 class RunContext:
-    """Per-run state handed to nodes through LangGraph's ``context``."""
+    """Per-run state handed to nodes through LangGraph's ``context``.
+
+    ``run_info`` holds what a durable run needs to resume (run id, trace path, start time, ...);
+    :meth:`position` adds where the run is, and every node returns it into the checkpointed state.
+    """
 
     runtime: Runtime
     trace: TraceWriter
@@ -52,16 +55,39 @@ class RunContext:
     visits: dict[str, int] = field(default_factory=dict)
     current: str | None = None
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    _steps: itertools.count[int] = field(default_factory=itertools.count)
+    steps: int = 0
+    ends: dict[str, tuple[int, str]] = field(default_factory=dict)
+    run_info: dict[str, Any] = field(default_factory=dict)
 
     def next_step(self) -> int:
-        return next(self._steps)
+        step = self.steps
+        self.steps += 1
+        return step
 
     def emit(self, event_type: type[Any], **fields: Any) -> Any:
         event = self.trace.emit(event_type, **fields)
         if self.on_event is not None:
             self.on_event(event)
         return event
+
+    def position(self) -> dict[str, Any]:
+        """The run's position after the step that just finished: trace length and head, step
+        counter, visits and each module's last ``module_end`` (step, hash)."""
+        return {
+            **self.run_info,
+            "records": self.trace.count,
+            "head": self.trace.head,
+            "steps": self.steps,
+            "visits": dict(self.visits),
+            "ends": {name: list(end) for name, end in self.ends.items()},
+        }
+
+    def restore(self, position: dict[str, Any]) -> None:
+        """Continue from a checkpointed :meth:`position`."""
+        self.steps = int(position["steps"])
+        self.visits = {str(k): int(v) for k, v in position["visits"].items()}
+        self.ends = {str(k): (int(v[0]), str(v[1])) for k, v in position["ends"].items()}
+        self.started_at = datetime.fromisoformat(position["started_at"])
 
 
 def make_runtime(settings: Settings | None = None, *, with_memory: bool = True) -> Runtime:

@@ -22,6 +22,7 @@ __all__ = [
     "TRACE_VERSION",
     "Event",
     "EventAdapter",
+    "HumanDecision",
     "LlmCall",
     "Manifest",
     "MemoryWrite",
@@ -31,6 +32,7 @@ __all__ = [
     "RetrievalHit",
     "RunEnd",
     "RunError",
+    "RunResume",
     "RunStart",
     "Seal",
     "ValidationRetry",
@@ -158,6 +160,37 @@ class ModuleEnd(_EventBase):
     latency_ms: float = Field(ge=0)
 
 
+class RunResume(_EventBase):
+    """A durable run continued after an interruption (a crash, a kill, a pause for approval).
+
+    The trace was cut back to the last checkpointed step before this record: the records written
+    after it (a step killed mid-way, a torn line) are gone from the chain, so their count and the
+    SHA-256 of their bytes are recorded here. The steps they belonged to run again after this record.
+    """
+
+    type: Literal["run_resume"] = "run_resume"
+    thread_id: str
+    next_step: int = Field(ge=0, description="the step number the resumed run continues with")
+    dropped_records: int = Field(ge=0, description="complete records cut from the tail")
+    dropped_bytes: int = Field(ge=0, description="bytes cut, including a torn last line")
+    dropped_sha256: str = Field(pattern=_HEX64, description="SHA-256 of the bytes cut")
+
+
+class HumanDecision(_EventBase):
+    """A person's decision on a module's output before the run acts on it (``--approve``)."""
+
+    type: Literal["human_decision"] = "human_decision"
+    actor: Literal["human"] = "human"
+    module: str = Field(description="the module whose output was reviewed")
+    step: int = Field(ge=0, description="the step of that module that was reviewed")
+    reviewed: str = Field(pattern=_HEX64, description="hash of the reviewed module_end record")
+    decision: Literal["approve", "edit", "reject"]
+    edits: dict[str, Any] = Field(
+        default_factory=dict, description="fields the human replaced (decision 'edit' only)"
+    )
+    note: str | None = None
+
+
 class RunError(_EventBase):
     type: Literal["error"] = "error"
     module: str | None = None
@@ -168,7 +201,7 @@ class RunError(_EventBase):
 
 class RunEnd(_EventBase):
     type: Literal["run_end"] = "run_end"
-    status: Literal["ok", "error"]
+    status: Literal["ok", "error", "rejected"]
     steps: int = Field(ge=0)
     final_state: dict[str, Any] | None
     latency_ms: float = Field(ge=0)
@@ -193,6 +226,8 @@ Event = Annotated[
     | ValidationRetry
     | ModuleEnd
     | RunError
+    | RunResume
+    | HumanDecision
     | RunEnd
     | Seal,
     Field(discriminator="type"),

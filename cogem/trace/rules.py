@@ -17,6 +17,7 @@ from cogem.trace.rules_dataflow import (
     memory_writes,
     retrieval_scores,
 )
+from cogem.trace.rules_human import human_decisions, resumes
 from cogem.trace.rules_structure import (
     graph_edges,
     loop_bounds,
@@ -36,10 +37,12 @@ __all__ = [
     "derived_fields",
     "final_state",
     "graph_edges",
+    "human_decisions",
     "loop_bounds",
     "memory_writes",
     "output_schemas",
     "probabilities",
+    "resumes",
     "retrieval_scores",
     "spec_hashes",
     "step_structure",
@@ -59,4 +62,6 @@ RULES: dict[str, Rule] = {
     "final_state": final_state,
     "retrieval_score": retrieval_scores,
     "memory_write": memory_writes,
+    "resume": resumes,
+    "human_decision": human_decisions,
 }

@@ -9,7 +9,15 @@ from typing import Any
 
 from cogem.schema import CONST_FROM, ENUM_FROM
 from cogem.scoring import ScoreComponents, combine
-from cogem.trace.events import MemoryWrite, ModuleEnd, ModuleStart, Retrieval, RunEnd, RunStart
+from cogem.trace.events import (
+    HumanDecision,
+    MemoryWrite,
+    ModuleEnd,
+    ModuleStart,
+    Retrieval,
+    RunEnd,
+    RunStart,
+)
 from cogem.trace.rules_base import Problem, Records, manifest_of
 
 __all__ = [
@@ -25,7 +33,7 @@ __all__ = [
 
 def _with_state(records: Records) -> Iterator[tuple[int, Any, dict[str, Any], dict[str, Any]]]:
     """Each record with the run state *before* it and its module's spec (``{}`` if none),
-    rebuilding the state from the inputs and the recorded module outputs."""
+    rebuilding the state from the inputs, the recorded module outputs and human edits."""
     manifest = manifest_of(records)
     if manifest is None:
         return
@@ -37,6 +45,8 @@ def _with_state(records: Records) -> Iterator[tuple[int, Any, dict[str, Any], di
         yield index, event, state, spec
         if isinstance(event, ModuleEnd):
             state = {**state, **event.output}
+        elif isinstance(event, HumanDecision):
+            state = {**state, **event.edits}
 
 
 def declared_reads(records: Records) -> list[Problem]:
@@ -117,7 +127,8 @@ def derived_fields(records: Records) -> list[Problem]:
 
 
 def final_state(records: Records) -> list[Problem]:
-    """A finished run's final state is exactly the inputs plus every step's recorded output."""
+    """A finished (or rejected) run's final state is exactly the inputs plus every step's recorded
+    output and every human edit."""
     return [
         Problem(
             index=index,
@@ -125,7 +136,9 @@ def final_state(records: Records) -> list[Problem]:
             message=f"record {index}: final state differs from the recorded steps",
         )
         for index, event, state, _ in _with_state(records)
-        if isinstance(event, RunEnd) and event.status == "ok" and event.final_state != state
+        if isinstance(event, RunEnd)
+        and event.status in ("ok", "rejected")
+        and event.final_state != state
     ]
 
 

@@ -19,7 +19,14 @@ from cogem.trace.events import GENESIS, EventAdapter, RunEnd, RunStart, Seal
 from cogem.trace.rules import RULES, Problem
 from cogem.trace.seal import key_id, sign_head
 
-__all__ = ["AuditReport", "Problem", "read_trace", "repair_torn_tail", "verify_trace"]
+__all__ = [
+    "AuditReport",
+    "Problem",
+    "read_trace",
+    "record_intact",
+    "repair_torn_tail",
+    "verify_trace",
+]
 
 _DECODER = json.JSONDecoder()
 
@@ -82,7 +89,7 @@ def read_trace(path: Path) -> list[Any]:
     return events
 
 
-def _hash_matches(line: bytes, stored: object) -> bool:
+def record_intact(line: bytes, stored: object) -> bool:
     """Whether ``line`` is exactly the canonical record whose hash it stores.
 
     The writer hashes the canonical JSON of the record without its ``hash`` member. Keys are
@@ -155,7 +162,7 @@ def verify_trace(path: Path, *, key: bytes | None = None) -> AuditReport:
                 continue
             bad(index, "event", f"record {index} is not a valid trace event")
             stored_hash, prev, seq = raw.get("hash"), raw.get("prev"), raw.get("seq")
-        intact = _hash_matches(line, stored_hash)
+        intact = record_intact(line, stored_hash)
         if not intact:
             bad(index, "hash", f"record {index} was altered: its content does not match its hash")
         if prev_hash and prev != prev_hash:

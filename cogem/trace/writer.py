@@ -27,18 +27,23 @@ class TraceWriter:
     one run, and appending would splice two chains.
     """
 
-    def __init__(self, path: Path, run_id: str) -> None:
+    def __init__(
+        self, path: Path, run_id: str, *, continue_from: tuple[int, str] | None = None
+    ) -> None:
         self.path = Path(path)
         self.run_id = run_id
-        self._seq = 0
-        self._prev = GENESIS
+        # continue_from=(records, head): append to a trace already cut back to exactly that many
+        # records ending in that hash (see cogem.trace.reopen, which checks it); only a resumed
+        # durable run does this.
+        self._seq, self._prev = continue_from or (0, GENESIS)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            if self.path.exists() and self.path.stat().st_size > 0:
+            if continue_from is None and self.path.exists() and self.path.stat().st_size > 0:
                 raise TraceError(
                     f"trace file already exists and is not empty: path={str(self.path)!r}"
                 )
-            self._fh: IO[str] | None = self.path.open("w", encoding="utf-8", newline="\n")
+            mode = "a" if continue_from is not None else "w"
+            self._fh: IO[str] | None = self.path.open(mode, encoding="utf-8", newline="\n")
         except OSError as exc:
             raise TraceError(
                 f"cannot open trace for writing: path={str(self.path)!r}: {exc}"

@@ -45,7 +45,7 @@ def test_repeated_step_does_not_duplicate(tmp_path: Path) -> None:
     remember = load_specs()["remember"]
     with TraceWriter(tmp_path / "again.jsonl", first.run_id) as writer:
         ctx = RunContext(runtime=runtime, trace=writer)
-        ctx._steps = iter([4])  # type: ignore[assignment]  # the same step number as the first run
+        ctx.steps = 4  # the same step number as the first run
         out = run_step(remember, first.state, ctx)
     assert out["episode_id"] == first.state["episode_id"]
     assert runtime.memory.count() == count
