@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -100,6 +100,7 @@ def run_reasoner(
             "json_whitespace": "none",
             "max_new_tokens": {name: spec.bounds.max_new_tokens for name, spec in specs.items()},
         },
+        "tuned": _tuned_refs(runtime, specs),
     }
     inputs = {"scenario": scenario}
     started = time.perf_counter()
@@ -132,6 +133,16 @@ def run_reasoner(
         ctx.emit(RunEnd, status="ok", steps=steps, final_state=state, latency_ms=_ms(started))
         writer.seal(_key(settings))
     return RunResult(run_id=run_id, trace_path=trace_path, state=state, steps=steps)
+
+
+def _tuned_refs(runtime: Runtime, names: Iterable[str]) -> dict[str, Any]:
+    """Module name -> the tuned artifact it runs on, for the modules not on the base model."""
+    refs = {}
+    for name in names:
+        tuned = runtime.llm_for(name).info.tuned
+        if tuned is not None:
+            refs[name] = tuned.model_dump(mode="json")
+    return refs
 
 
 def _key(settings: Settings) -> bytes | None:

@@ -25,6 +25,7 @@ from cogem.trace.rules_structure import (
     spec_hashes,
     step_structure,
 )
+from cogem.trace.rules_tuned import tuned_artifacts
 
 __all__ = [
     "RULES",
@@ -43,6 +44,7 @@ __all__ = [
     "retrieval_scores",
     "spec_hashes",
     "step_structure",
+    "tuned_artifacts",
 ]
 
 RULES: dict[str, Rule] = {
@@ -59,4 +61,5 @@ RULES: dict[str, Rule] = {
     "final_state": final_state,
     "retrieval_score": retrieval_scores,
     "memory_write": memory_writes,
+    "tuned": tuned_artifacts,
 }
