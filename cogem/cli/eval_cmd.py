@@ -52,6 +52,10 @@ def run_cmd(
     out: Annotated[Path | None, typer.Option(help="Eval folder (default: COGEM_HOME/evals/<suite>-<reasoner>-<time>).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Finish the eval in --out: only unfinished items run.")] = False,
     batch_tokens: Annotated[int, typer.Option(help="direct: padded tokens per forward pass.")] = 4096,
+    tuned: Annotated[
+        list[Path] | None,
+        typer.Option(help="A tuned artifact from `cogem tune` (repeatable). direct: it scores every item; a reasoner: it runs its own module only."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Evaluate a reasoner on SUITE; writes manifest.json, samples.jsonl and summary.json."""
@@ -66,6 +70,9 @@ def run_cmd(
     with _err.status("loading model…"):
         runtime = make_runtime(settings, with_memory=reasoner != "direct")
     with runtime:
+        if tuned:
+            with _err.status("loading tuned artifacts…"):
+                _apply_tuned(runtime, tuned, reasoner)
         result = run_eval(
             loaded, runtime, reasoner=reasoner, data=data, out=out, limit=limit, resume=resume,
             batch=BatchPlan(max_tokens=batch_tokens), console=_err,
@@ -77,6 +84,18 @@ def run_cmd(
     else:
         _print_summary(result.summary)
     _out.print(f"eval: {result.out_dir}", highlight=False, soft_wrap=True, markup=False)
+
+
+def _apply_tuned(runtime: Any, artifacts: list[Path], reasoner: str) -> None:
+    from cogem.spec import load_specs
+    from cogem.tune import apply_tuned
+
+    direct = reasoner == "direct"
+    # The default reasoner's modules are known here; a user's reasoner is checked as it runs.
+    modules = list(load_specs()) if reasoner == "default" else None
+    for module in apply_tuned(runtime, artifacts, whole_model=direct, modules=modules):
+        where = "every scored item" if direct else f"module {module!r}"
+        _err.print(f"tuned artifact for {module!r} applies to {where}", highlight=False)
 
 
 def _print_summary(summary: Any) -> None:
