@@ -93,9 +93,18 @@ def _apply_tuned(runtime: Any, artifacts: list[Path], reasoner: str) -> None:
     direct = reasoner == "direct"
     # The default reasoner's modules are known here; a user's reasoner is checked as it runs.
     modules = list(load_specs()) if reasoner == "default" else None
-    for module in apply_tuned(runtime, artifacts, whole_model=direct, modules=modules):
-        where = "every scored item" if direct else f"module {module!r}"
-        _err.print(f"tuned artifact for {module!r} applies to {where}", highlight=False)
+    for manifest in apply_tuned(runtime, artifacts, whole_model=direct, modules=modules):
+        where = "every scored item" if direct else f"module {manifest.module!r}"
+        _err.print(f"tuned artifact for {manifest.module!r} applies to {where}", highlight=False)
+        # Allowed, but the artifact was fitted to the other prompt: say so next to the numbers.
+        fitted = manifest.config.prompt_format
+        if fitted != ("suite" if direct else "module"):
+            prompt = "the suite's direct prompt" if fitted == "suite" else "the module's prompt"
+            _err.print(
+                f"note: this artifact was tuned on {prompt} (--format {fitted}); "
+                f"--reasoner {'direct' if direct else reasoner} scores another prompt",
+                highlight=False,
+            )
 
 
 def _print_summary(summary: Any) -> None:

@@ -19,6 +19,7 @@ from cogem.engine.runtime import Runtime
 from cogem.errors import ArtifactError
 from cogem.llm.base import LLM
 from cogem.tune.artifact import read_artifact
+from cogem.tune.records import TuneManifest
 
 __all__ = ["apply_tuned", "load_tuned_llm"]
 
@@ -61,8 +62,8 @@ def apply_tuned(
     *,
     whole_model: bool = False,
     modules: Sequence[str] | None = None,
-) -> list[str]:
-    """Load each artifact into ``runtime``; return the modules tuned.
+) -> list[TuneManifest]:
+    """Load each artifact into ``runtime``; return their manifests.
 
     ``whole_model`` (for ``--reasoner direct``): the single artifact replaces ``runtime.llm``.
     Otherwise each artifact serves its own module; ``modules`` (the reasoner's) lets a module
@@ -73,10 +74,10 @@ def apply_tuned(
             "--reasoner direct scores with one model: give one --tuned artifact, or use a "
             "reasoner to run several tuned modules"
         )
-    tuned: list[str] = []
+    tuned: list[TuneManifest] = []
     for directory in directories:
         manifest, _ = read_artifact(directory)
-        if manifest.module in tuned:
+        if manifest.module in {m.module for m in tuned}:
             raise ArtifactError(f"two artifacts are for module {manifest.module!r}; give one")
         if not whole_model and modules is not None and manifest.module not in modules:
             raise ArtifactError(
@@ -88,5 +89,5 @@ def apply_tuned(
             runtime.llm = view
         else:
             runtime.module_llms[manifest.module] = view
-        tuned.append(manifest.module)
+        tuned.append(manifest)
     return tuned

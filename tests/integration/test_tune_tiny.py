@@ -157,7 +157,7 @@ def test_lora_runs_only_its_module_and_audit_catches_a_swap(
     options = ["acceptable", "wrong", "unclear"]
     before = base.score_options(prompt, options).logprobs
     runtime = fake_runtime(base)
-    assert apply_tuned(runtime, [result.out], modules=["judge", "plan"]) == ["judge"]
+    assert [m.module for m in apply_tuned(runtime, [result.out], modules=["judge", "plan"])] == ["judge"]
     tuned = runtime.llm_for("judge")
     assert tuned.info.tuned is not None and tuned.info.tuned.sha256 == result.artifact_sha256
     assert runtime.llm_for("plan") is base
