@@ -66,6 +66,11 @@ def run_cmd(
     from cogem.settings import Settings
 
     loaded = load_suite(suite)  # fail on a bad suite before loading a model
+    if tuned:
+        from cogem.tune import read_artifact
+
+        for artifact in tuned:  # and on a bad artifact
+            read_artifact(artifact)
     settings = Settings.from_env(model=model, dtype=dtype)
     with _err.status("loading model…"):
         runtime = make_runtime(settings, with_memory=reasoner != "direct")
