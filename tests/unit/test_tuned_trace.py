@@ -117,3 +117,12 @@ def test_untuned_traces_carry_no_tuned_fields(tmp_path: Path) -> None:
     text = result.trace_path.read_text(encoding="utf-8")
     assert '"artifact_sha256"' not in text and '"tuned"' not in text
     assert verify_trace(result.trace_path).ok
+
+
+def test_a_tuned_run_replays(tmp_path: Path) -> None:
+    from cogem.audit.replay import replay_trace
+
+    trace, _ = _tuned_run(tmp_path)
+    result = replay_trace(trace, out=tmp_path / "replay.jsonl")
+    assert result.matches and result.model_calls == 0, result
+    assert verify_trace(result.replay_trace_path).ok
