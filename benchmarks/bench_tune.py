@@ -90,13 +90,16 @@ def tune(args: argparse.Namespace, artifact: Path) -> dict[str, Any]:
             val_fraction=args.val_fraction, seed=args.seed, bf16=args.bf16, threads=args.threads,
             checkpoint_every=25,
         )  # fmt: skip
-        started = time.perf_counter()
+        started: list[float] = []
 
         def progress(report: Any) -> None:
+            # Timed from the end of the first step: loading and the held-out pass come before it.
+            if not started:
+                started.append(time.perf_counter())
             if report.step == report.total or report.step % 10 == 0 or report.step <= 3:
-                done = report.step - report.resumed_from
-                spent = time.perf_counter() - started
-                eta = spent / done * (report.total - report.step) if done else 0.0
+                done = report.step - report.resumed_from - 1
+                spent = time.perf_counter() - started[0]
+                eta = spent / done * (report.total - report.step) if done > 0 else 0.0
                 print(f"  step {report.step}/{report.total}  loss {report.loss:.4f}  "
                       f"lr {report.lr:.2e}  {spent:.0f}s  ETA {eta:.0f}s", flush=True)  # fmt: skip
 

@@ -217,7 +217,7 @@ class _Order:
 
 
 def _lr(step: int, total: int, config: TuneConfig) -> float:
-    """Linear warmup, then linear decay to zero at the last step."""
+    """Linear warmup, then linear decay towards zero (the last step runs at lr / decay steps)."""
     if config.warmup_steps and step <= config.warmup_steps:
         return config.lr * step / config.warmup_steps
     span = max(1, total - config.warmup_steps)
