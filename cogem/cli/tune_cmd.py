@@ -39,6 +39,10 @@ def tune(
     warmup_steps: Annotated[int, typer.Option(help="Linear warmup steps.")] = 0,
     lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
     lora_alpha: Annotated[int, typer.Option(help="LoRA alpha (scale = alpha / r).")] = 32,
+    lora_target: Annotated[
+        list[str] | None,
+        typer.Option(help="Module names LoRA adapts (repeatable; default: the Llama attention and MLP projections)."),
+    ] = None,
     max_items: Annotated[int | None, typer.Option(help="Use a seeded sample of about this many items (whole groups).")] = None,
     val_fraction: Annotated[float, typer.Option(help="Share of the items held out for validation (whole groups).")] = 0.05,
     val_max_items: Annotated[int, typer.Option(help="At most this many held-out items.")] = 400,
@@ -69,13 +73,16 @@ def tune(
         raise UsageError(f"--adapter must be lora or full, got {adapter!r}")
     loaded = load_suite(suite)
     try:
-        config = TuneConfig(
-            module=module, adapter=adapter, prompt_format=prompt_format, steps=steps,  # type: ignore[arg-type]
+        settings: dict[str, Any] = dict(
+            module=module, adapter=adapter, prompt_format=prompt_format, steps=steps,
             epochs=epochs, batch_size=batch_size, lr=lr or _DEFAULT_LR[adapter],
             warmup_steps=warmup_steps, lora_r=lora_r, lora_alpha=lora_alpha, seed=seed,
             max_items=max_items, val_fraction=val_fraction, val_max_items=val_max_items,
             checkpoint_every=checkpoint_every, eval_every=eval_every, bf16=bf16, threads=threads,
         )  # fmt: skip
+        if lora_target:
+            settings["lora_targets"] = lora_target
+        config = TuneConfig.model_validate(settings)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or None

@@ -126,3 +126,13 @@ def test_a_tuned_run_replays(tmp_path: Path) -> None:
     result = replay_trace(trace, out=tmp_path / "replay.jsonl")
     assert result.matches and result.model_calls == 0, result
     assert verify_trace(result.replay_trace_path).ok
+
+
+def test_audit_fails_when_a_lora_artifact_has_another_base(tmp_path: Path) -> None:
+    runtime = fake_runtime()
+    ref = _artifact(tmp_path / "artifact", "f" * 64)  # tuned from weights the run did not use
+    runtime.module_llms["judge"] = _TunedFake(SchemaFillingLLM(), ref)
+    result = Reasoner.default().run(SCENARIO, runtime, trace_path=tmp_path / "t.jsonl")
+    report = verify_trace(result.trace_path)
+    assert [p.rule for p in report.problems] == ["tuned"]
+    assert "other base weights" in report.problems[0].message
