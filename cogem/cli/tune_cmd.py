@@ -22,9 +22,9 @@ _DEFAULT_LR = {"lora": 2e-4, "full": 2e-5}
 
 
 def tune(
-    module: Annotated[str, typer.Argument(help="The module to tune, e.g. judge (it needs a [choice]).")],
+    module: Annotated[str, typer.Argument(help="The module to tune, e.g. judge (it needs a \\[choice] section).")],
     out: Annotated[Path, typer.Option(help="Artifact folder; rerun with the same settings to resume an interrupted run.")],
-    suite: Annotated[str, typer.Option(help="Eval suite that reads the data and maps labels to options (its [reasoner] verdicts).")] = "ethics_justice",
+    suite: Annotated[str, typer.Option(help="Eval suite that reads the data and maps labels to options (its \\[reasoner] verdicts).")] = "ethics_justice",
     data: Annotated[Path | None, typer.Option(help="Dataset: the ETHICS folder for ethics_* suites, or a CSV/JSONL file for table suites.")] = None,
     split: Annotated[list[str] | None, typer.Option(help="Split(s) to train on (default: train). test and test_hard are refused.")] = None,
     adapter: Annotated[str, typer.Option(help="lora (a small peft adapter; the base model stays shared) or full (all weights).")] = "lora",
