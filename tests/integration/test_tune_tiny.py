@@ -187,3 +187,28 @@ def test_full_artifact_is_a_model_folder(tmp_path: Path, tiny_model: Path, ethic
     assert runtime.llm.info.weights_sha256 == result.artifact_sha256
     with pytest.raises(ArtifactError, match="one --tuned"):
         apply_tuned(runtime, [result.out, result.out], whole_model=True)
+
+
+def test_rederive_runs_the_tuned_module_on_its_artifact(
+    tmp_path: Path, tiny_model: Path, ethics: Path
+) -> None:
+    from cogem.audit.replay import ReplayRefusedError, rederive_trace
+    from cogem.cli.replay_cmd import _rederive_runtime
+    from cogem.llm.transformers_backend import TransformersLLM
+
+    result = _tune(tmp_path / "art", tiny_model, ethics)
+    runtime = fake_runtime(TransformersLLM.load(str(tiny_model)))
+    apply_tuned(runtime, [result.out])
+    run = Reasoner.sequential([JUDGE]).run("I kept the change.", runtime, trace_path=tmp_path / "t.jsonl")
+
+    again = _rederive_runtime(run.trace_path, str(tiny_model), console=None)
+    tuned = again.llm_for("judge").info.tuned
+    assert tuned is not None and tuned.sha256 == result.artifact_sha256
+    redo = rederive_trace(run.trace_path, again, out=tmp_path / "redo.jsonl")
+    assert redo.matches and redo.model_calls == 1, redo
+    plain = fake_runtime(TransformersLLM.load(str(tiny_model)))
+    assert not rederive_trace(run.trace_path, plain, out=tmp_path / "plain.jsonl").matches
+
+    (result.out / "adapter_model.safetensors").unlink()
+    with pytest.raises(ReplayRefusedError, match="fails the audit"):  # the artifact changed
+        _rederive_runtime(run.trace_path, str(tiny_model), console=None)
