@@ -10,10 +10,12 @@ from __future__ import annotations
 
 __all__ = [
     "ApprovalError",
+    "ArtifactError",
     "CheckpointError",
     "CogemError",
     "ConfigError",
     "GraphError",
+    "HeldOutDataError",
     "InputError",
     "LLMServerError",
     "LoopBoundError",
@@ -71,6 +73,14 @@ class ScoringUnsupportedError(UsageError):
 
 class GraphError(UsageError):
     """A reasoner graph is malformed (unknown node, unbounded loop, unreachable end)."""
+
+
+class HeldOutDataError(UsageError):
+    """Tuning was asked to read a test or hard-test split, which must stay held out."""
+
+
+class ArtifactError(UsageError):
+    """A tuned artifact is missing, incomplete, swapped or does not fit the model or module."""
 
 
 class OutputValidationError(RunError):

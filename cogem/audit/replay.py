@@ -314,10 +314,13 @@ def rederive_trace(path: Path, runtime: Runtime, *, out: Path | None = None) -> 
     """
     recording = _Recording(Path(path))
     llm = CountingLLM(runtime.llm)
+    # Tuned modules keep their own models (see cogem.tune.apply_tuned), counted alike.
+    tuned = {name: CountingLLM(m) for name, m in runtime.module_llms.items()}
     memory = recording.memory(strict=False)
     settings = recording.settings(runtime.settings)
     out = _out_path(recording.path, out, "rederive")
-    error = _run(recording, Runtime(llm=llm, memory=memory, settings=settings), out)
+    rerun = Runtime(llm=llm, memory=memory, settings=settings, module_llms=dict(tuned))
+    error = _run(recording, rerun, out)
     steps, final_diff, same_end = _compare(recording, out, ok_status="identical")
     return RederiveResult(
         trace_path=recording.path,
@@ -326,7 +329,7 @@ def rederive_trace(path: Path, runtime: Runtime, *, out: Path | None = None) -> 
         steps=steps,
         final_state_diff=final_diff,
         error=error,
-        model_calls=llm.model_calls,
+        model_calls=llm.model_calls + sum(m.model_calls for m in tuned.values()),
         model_id=llm.info.model_id,
         recorded_model_id=recording.model_info.model_id,
     )

@@ -12,6 +12,7 @@ from rich.console import Console
 from cogem.cli.eval_cmd import eval_app
 from cogem.cli.memory_cmd import memory_app
 from cogem.cli.render import audit_lines
+from cogem.cli.tune_cmd import tune
 
 app = typer.Typer(
     help="cogem: run cognitive-emulation reasoners offline and audit their traces.",
@@ -22,6 +23,7 @@ app = typer.Typer(
 
 app.add_typer(memory_app, name="memory")
 app.add_typer(eval_app, name="eval")
+app.command()(tune)
 
 _out = Console()
 _err = Console(stderr=True)

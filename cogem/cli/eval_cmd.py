@@ -57,6 +57,10 @@ def run_cmd(
         typer.Option(help="Comma-separated metamorphic probes to run after the eval (see `cogem probe`); writes probes.json."),
     ] = None,
     probe_limit: Annotated[int, typer.Option(help="Items to probe (the first N answered).")] = 20,
+    tuned: Annotated[
+        list[Path] | None,
+        typer.Option(help="A tuned artifact from `cogem tune` (repeatable). direct: it scores every item; a reasoner: it runs its own module only."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Evaluate a reasoner on SUITE; writes manifest.json, samples.jsonl and summary.json."""
@@ -71,10 +75,18 @@ def run_cmd(
     # Fail on a bad suite, data or flag before spending seconds on loading a model.
     preflight(loaded, reasoner=reasoner, data=data, limit=limit, resume=resume, out=out,
               probes=probe_names)  # fmt: skip
+    if tuned:
+        from cogem.tune import read_artifact
+
+        for artifact in tuned:  # and on a bad artifact
+            read_artifact(artifact)
     settings = Settings.from_env(model=model, dtype=dtype)
     with _err.status("loading model…"):
         runtime = make_runtime(settings, with_memory=reasoner != "direct")
     with runtime:
+        if tuned:
+            with _err.status("loading tuned artifacts…"):
+                _apply_tuned(runtime, tuned, reasoner)
         result = run_eval(
             loaded, runtime, reasoner=reasoner, data=data, out=out, limit=limit, resume=resume,
             batch=BatchPlan(max_tokens=batch_tokens), console=_err,
@@ -88,6 +100,27 @@ def run_cmd(
     else:
         _print_summary(result.summary)
     _out.print(f"eval: {result.out_dir}", highlight=False, soft_wrap=True, markup=False)
+
+
+def _apply_tuned(runtime: Any, artifacts: list[Path], reasoner: str) -> None:
+    from cogem.spec import load_specs
+    from cogem.tune import apply_tuned
+
+    direct = reasoner == "direct"
+    # The default reasoner's modules are known here; a user's reasoner is checked as it runs.
+    modules = list(load_specs()) if reasoner == "default" else None
+    for manifest in apply_tuned(runtime, artifacts, whole_model=direct, modules=modules):
+        where = "every scored item" if direct else f"module {manifest.module!r}"
+        _err.print(f"tuned artifact for {manifest.module!r} applies to {where}", highlight=False)
+        # Allowed, but the artifact was fitted to the other prompt: say so next to the numbers.
+        fitted = manifest.config.prompt_format
+        if fitted != ("suite" if direct else "module"):
+            prompt = "the suite's direct prompt" if fitted == "suite" else "the module's prompt"
+            _err.print(
+                f"note: this artifact was tuned on {prompt} (--format {fitted}); "
+                f"--reasoner {'direct' if direct else reasoner} scores another prompt",
+                highlight=False,
+            )
 
 
 def _print_summary(summary: Any) -> None:

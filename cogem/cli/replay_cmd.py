@@ -68,9 +68,37 @@ def _rederive_runtime(trace: Path, model: str | None, *, console: Console | None
             )
     settings = Settings.from_env(model=model, seed=manifest.seed)
     if console is None:
-        return make_runtime(settings, with_memory=False)
+        return _with_tuned(make_runtime(settings, with_memory=False), manifest)
     with console.status("loading model…"):
-        return make_runtime(settings, with_memory=False)
+        return _with_tuned(make_runtime(settings, with_memory=False), manifest)
+
+
+def _with_tuned(runtime: Any, manifest: Any) -> Any:
+    """Put back the tuned artifacts the run's modules ran on, so re-derived steps are comparable.
+
+    The audit that ran first has already rehashed every artifact folder still present; a missing
+    one cannot be re-derived.
+    """
+    if not manifest.tuned:
+        return runtime
+    from cogem.tune import apply_tuned
+
+    refs = list(manifest.tuned.values())
+    missing = [f"{r.module}: {r.path}" for r in refs if not Path(r.path).is_dir()]
+    if missing:
+        runtime.close()
+        raise UsageError(
+            f"the run's tuned modules need their artifacts, which are not here ({'; '.join(missing)}); "
+            "copy them to those paths to re-derive"
+        )
+    loaded = apply_tuned(runtime, [r.path for r in refs], modules=list(manifest.modules))
+    for ref, artifact in zip(refs, loaded, strict=True):
+        if artifact.artifact_sha256 != ref.sha256:
+            runtime.close()
+            raise UsageError(
+                f"the artifact at path={ref.path!r} is not the one module {ref.module!r} ran on"
+            )
+    return runtime
 
 
 def _print(result: Any, *, rederive: bool, console: Console) -> None:

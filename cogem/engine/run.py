@@ -10,7 +10,7 @@ import platform
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -108,6 +108,7 @@ def build_manifest(
             "json_whitespace": "none",
             "max_new_tokens": {name: spec.bounds.max_new_tokens for name, spec in specs.items()},
         },
+        "tuned": _tuned_refs(runtime, specs),
     }
 
 
@@ -275,6 +276,16 @@ def read_state(graph: Any, config: dict[str, Any]) -> Any:
         raise CheckpointError(
             f"the checkpoint cannot be read: {type(exc).__name__}: {exc}"
         ) from exc
+
+
+def _tuned_refs(runtime: Runtime, names: Iterable[str]) -> dict[str, Any]:
+    """Module name -> the tuned artifact it runs on, for the modules not on the base model."""
+    refs = {}
+    for name in names:
+        tuned = runtime.llm_for(name).info.tuned
+        if tuned is not None:
+            refs[name] = tuned.model_dump(mode="json")
+    return refs
 
 
 def _key(settings: Settings) -> bytes | None:

@@ -26,10 +26,19 @@ class Runtime:
     llm: LLM
     memory: Memory | None = None
     settings: Settings = field(default_factory=Settings)
+    module_llms: dict[str, LLM] = field(default_factory=dict)
+    """Module name -> the model that module runs on instead of ``llm`` (a tuned artifact; see
+    :func:`cogem.tune.apply_tuned`). Its ``info.tuned`` names the artifact in every trace record."""
+
+    def llm_for(self, module: str) -> LLM:
+        """The model ``module`` runs on: its own tuned model, else the runtime's ``llm``."""
+        return self.module_llms.get(module, self.llm)
 
     def close(self) -> None:
         """Release the memory store (its single-writer lock) and the LLM's connections, if any."""
-        for resource in (self.memory, self.llm):
+        resources: list[object] = [self.memory, self.llm]
+        resources += [m for m in self.module_llms.values() if m is not self.llm]
+        for resource in resources:
             close = getattr(resource, "close", None)
             if callable(close):
                 close()

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from cogem.canonical import sha256_json
 from cogem.engine.render import render_template
 from cogem.engine.runtime import RunContext
-from cogem.errors import LoopBoundError, OutputValidationError, RunError
+from cogem.errors import ConfigError, LoopBoundError, OutputValidationError, RunError
 from cogem.llm.base import ChatPrompt
 from cogem.memory.base import MemoryRecord, Provenance
 from cogem.schema import parse_and_validate, resolve_schema, validation_error
@@ -29,7 +29,7 @@ from cogem.trace.events import (
     ValidationRetry,
 )
 
-__all__ = ["run_step"]
+__all__ = ["choice_prompt", "run_step"]
 
 
 def run_step(
@@ -48,7 +48,12 @@ def run_step(
     # A module sees only the fields its spec declares: the transparency rule, enforced here.
     reads = {name: state.get(name) for name in spec.reads}
     start = ctx.emit(
-        ModuleStart, module=spec.name, step=step, spec_hash=spec.spec_hash, reads=reads
+        ModuleStart,
+        module=spec.name,
+        step=step,
+        spec_hash=spec.spec_hash,
+        reads=reads,
+        artifact_sha256=_artifact(spec, ctx),
     )
 
     output: dict[str, Any] = {}
@@ -80,9 +85,27 @@ def run_step(
     return output
 
 
+def _artifact(spec: ModuleSpec, ctx: RunContext) -> str | None:
+    """SHA-256 of the tuned artifact this module runs on, or None on the base model."""
+    tuned = ctx.runtime.llm_for(spec.name).info.tuned
+    return tuned.sha256 if tuned is not None else None
+
+
 def _prompt(spec: ModuleSpec, template: str, values: Mapping[str, Any]) -> ChatPrompt:
     user = render_template(template, values, spec.untrusted)
     return ChatPrompt(system=spec.system or None, user=user)
+
+
+def choice_prompt(spec: ModuleSpec, reads: Mapping[str, Any]) -> ChatPrompt:
+    """The prompt a module's closed-set choice is scored on, given the fields it reads.
+
+    ``cogem tune`` trains on exactly this prompt, so a tuned module sees at run time the format
+    it was fitted to.
+    """
+    if spec.choice is None:
+        raise ConfigError(f"module {spec.name!r} has no closed-set choice", field="choice")
+    options = ", ".join(spec.choice.options)
+    return _prompt(spec, spec.choice.prompt, {**reads, "options": options})
 
 
 def _choose(
@@ -90,8 +113,8 @@ def _choose(
 ) -> dict[str, Any]:
     assert spec.choice is not None
     choice = spec.choice
-    prompt = _prompt(spec, choice.prompt, {**reads, "options": ", ".join(choice.options)})
-    scores = ctx.runtime.llm.score_options(prompt, choice.options)
+    prompt = choice_prompt(spec, reads)
+    scores = ctx.runtime.llm_for(spec.name).score_options(prompt, choice.options)
     ctx.emit(
         LlmCall,
         module=spec.name,
@@ -105,6 +128,7 @@ def _choose(
         prompt_tokens=scores.prompt_tokens,
         completion_tokens=0,
         latency_ms=scores.latency_ms,
+        artifact_sha256=_artifact(spec, ctx),
     )
     # Decide on the exact log-probabilities (softmax can round tiny differences away); ties go
     # to the first option in spec order, so the decision is deterministic.
@@ -124,7 +148,7 @@ def _generate(
     attempts = spec.bounds.retries + 1
     for attempt in range(1, attempts + 1):
         prompt = ChatPrompt(system=spec.system or None, user=user + feedback)
-        gen = ctx.runtime.llm.generate(
+        gen = ctx.runtime.llm_for(spec.name).generate(
             prompt, schema=schema, max_new_tokens=spec.bounds.max_new_tokens
         )
         parsed: dict[str, Any] | None = None
@@ -151,6 +175,7 @@ def _generate(
             completion_tokens=gen.completion_tokens,
             finish_reason=gen.finish_reason,
             latency_ms=gen.latency_ms,
+            artifact_sha256=_artifact(spec, ctx),
         )
         if parsed is not None:
             return parsed

@@ -152,11 +152,20 @@ class ReasonerAnswerer:
         return self._reasoner
 
     def detail(self) -> dict[str, Any]:
-        return {
+        detail = {
             "graph": self._reasoner.describe(),
             "modules": {n: s.spec_hash for n, s in self._reasoner.specs.items()},
             "scenario_template": self._map.scenario, "verdicts": self._map.verdicts,
         }  # fmt: skip
+        # Modules run on tuned artifacts (only when there are any, so older manifests resume).
+        tuned = {
+            name: info.tuned.model_dump(mode="json")
+            for name in self._reasoner.specs
+            if (info := self._runtime.llm_for(name).info).tuned is not None
+        }
+        if tuned:
+            detail["tuned"] = tuned
+        return detail
 
     def decoding(self) -> dict[str, Any]:
         return {

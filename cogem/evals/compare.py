@@ -67,7 +67,14 @@ class Comparison(_Record):
 
 
 def _label(m: EvalManifest) -> str:
-    return f"{m.reasoner} · {m.model.get('model_id', 'unknown model')}"
+    label = f"{m.reasoner} · {m.model.get('model_id', 'unknown model')}"
+    # Tuned artifacts: the one a direct eval scored with, or each tuned module of a reasoner.
+    tuned = dict(m.reasoner_detail.get("tuned") or {})
+    if isinstance(m.model.get("tuned"), dict):
+        tuned[m.model["tuned"].get("module", "?")] = m.model["tuned"]
+    for module, ref in sorted(tuned.items()):
+        label += f" · tuned {module}@{str(ref.get('sha256', ''))[:12]}"
+    return label
 
 
 def _stat_on(units: u.Units, positions: list[int]) -> u.Stat:

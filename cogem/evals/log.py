@@ -38,7 +38,8 @@ _SAME_EVAL = (
     "suite", "suite_sha256", "reasoner", "reasoner_detail", "options", "positive",
     "item_ids_sha256", "seed",
 )  # fmt: skip
-_SAME_MODEL = ("model_id", "weights_sha256", "dtype")
+# ``tuned`` is absent for a base model and names the artifact a direct eval scores with.
+_SAME_MODEL = ("model_id", "weights_sha256", "dtype", "tuned")
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:

@@ -11,6 +11,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cogem.artifacts import TunedArtifactRef
+
 __all__ = [
     "LLM",
     "ChatPrompt",
@@ -46,6 +48,12 @@ class ModelInfo(_Record):
     weights_sha256: str
     dtype: str = "float32"
     parameters: int | None = None
+    # Left out of dumps when absent, so the manifests of untuned runs stay as they were.
+    tuned: TunedArtifactRef | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="the tuned artifact this model view runs (see `cogem tune`)",
+    )
 
 
 class Generation(_Record):

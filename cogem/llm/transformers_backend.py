@@ -6,10 +6,11 @@ continuation log-likelihood, computed the way lm-evaluation-harness computes it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -59,6 +60,10 @@ class TransformersLLM:
         self._info = info
         self._seed = seed
         self._lock = threading.Lock()
+        # A LoRA view (see ``with_adapter``) shares the model, this lock and the peft wrapper with
+        # the view it came from; ``_adapter`` is the adapter it runs (None: the base weights).
+        self._peft: list[Any] = []
+        self._adapter: str | None = None
         self._grammar_compiler: xgrammar.GrammarCompiler | None = None
         self._grammars: dict[str, xgrammar.CompiledGrammar] = {}
         eos = model.generation_config.eos_token_id
@@ -104,6 +109,67 @@ class TransformersLLM:
     @property
     def info(self) -> ModelInfo:
         return self._info
+
+    @property
+    def model(self) -> Any:
+        """The underlying transformers model (for training; calls through cogem take the lock)."""
+        return self._model
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._tokenizer
+
+    def with_adapter(self, directory: str | Path, *, name: str, info: ModelInfo) -> TransformersLLM:
+        """A view of this model that runs the LoRA adapter in ``directory`` (a peft adapter folder
+        in safetensors), described by ``info``. This view and every other view of the model keep
+        running the base weights: the adapter is switched on only inside the new view's calls, so
+        one copy of the base model serves both tuned and untuned modules.
+        """
+        from peft import PeftModel
+
+        folder = Path(directory)
+        if not (folder / "adapter_model.safetensors").is_file():
+            raise UsageError(f"path={str(folder)!r} has no adapter_model.safetensors")
+        if name == "default" or (self._peft and name in self._peft[0].peft_config):
+            raise UsageError(f"adapter name {name!r} is reserved or already loaded")
+        with self._lock:
+            if not self._peft:
+                # peft injects the LoRA layers into ``self._model`` in place; the wrapper is kept
+                # only to switch adapters. It reads adapter_model.safetensors (never pickle).
+                wrapper = PeftModel.from_pretrained(
+                    self._model, str(folder), adapter_name=name, is_trainable=False
+                )
+                self._peft.append(wrapper)
+            else:
+                self._peft[0].load_adapter(str(folder), adapter_name=name, is_trainable=False)
+            self._model.eval()
+        return self._view(info, adapter=name)
+
+    def with_info(self, info: ModelInfo) -> TransformersLLM:
+        """The same model, described by ``info`` (e.g. naming the tuned artifact it holds)."""
+        return self._view(info, adapter=self._adapter)
+
+    def _view(self, info: ModelInfo, *, adapter: str | None) -> TransformersLLM:
+        # Shares the model, tokenizer, lock, grammar cache and peft wrapper (all by reference).
+        view = TransformersLLM.__new__(TransformersLLM)
+        view.__dict__.update(self.__dict__)
+        view._info = info
+        view._adapter = adapter
+        return view
+
+    @contextlib.contextmanager
+    def _weights(self) -> Iterator[None]:
+        """Run the model with this view's adapter on (or every adapter off). Hold the lock."""
+        if not self._peft:
+            yield
+            return
+        wrapper = self._peft[0]
+        if self._adapter is None:
+            with wrapper.disable_adapter():
+                yield
+            return
+        wrapper.set_adapter(self._adapter)
+        yield
 
     @property
     def seed(self) -> int:
@@ -156,7 +222,7 @@ class TransformersLLM:
             started = time.perf_counter()
             torch.manual_seed(self._seed)
             input_ids = torch.tensor([ids], dtype=torch.long)
-            with torch.inference_mode():
+            with torch.inference_mode(), self._weights():
                 output = self._model.generate(
                     input_ids=input_ids,
                     attention_mask=torch.ones_like(input_ids),
@@ -257,7 +323,7 @@ class TransformersLLM:
         )
         with self._lock:
             started = time.perf_counter()
-            with torch.inference_mode():
+            with torch.inference_mode(), self._weights():
                 logprobs = self._continuation_logprobs(context_ids, continuations)
             latency_ms = (time.perf_counter() - started) * 1000.0
         return OptionScores(
@@ -302,7 +368,7 @@ class TransformersLLM:
         """
         encoded = [encode_or_error(partial(self.encode_request, p, o)) for p, o in requests]
         good = [e for e in encoded if isinstance(e, EncodedRequest)]
-        with self._lock:
+        with self._lock, self._weights():
             scored = iter(
                 score_encoded(
                     self._model,

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from cogem.artifacts import TunedArtifactRef
 from cogem.scoring import ScoringWeights
 
 __all__ = [
@@ -70,6 +71,12 @@ class Manifest(_Strict):
     graph: dict[str, Any]
     seed: int
     decoding: dict[str, Any]
+    # Absent (not empty) in untuned runs, so their records hash exactly as before.
+    tuned: dict[str, TunedArtifactRef] = Field(
+        default_factory=dict,
+        exclude_if=lambda v: not v,
+        description="module name -> the tuned artifact it ran on (others ran the base model)",
+    )
 
 
 class RunStart(_EventBase):
@@ -84,6 +91,12 @@ class ModuleStart(_EventBase):
     step: int = Field(ge=0)
     spec_hash: str = Field(pattern=_HEX64)
     reads: dict[str, Any] = Field(description="the state fields the module declared it reads")
+    artifact_sha256: str | None = Field(
+        default=None,
+        pattern=_HEX64,
+        exclude_if=lambda v: v is None,
+        description="SHA-256 of the tuned artifact this module ran on; absent for the base model",
+    )
 
 
 class LlmCall(_EventBase):
@@ -103,6 +116,12 @@ class LlmCall(_EventBase):
     completion_tokens: int = Field(ge=0)
     finish_reason: str | None = None
     latency_ms: float = Field(ge=0)
+    artifact_sha256: str | None = Field(
+        default=None,
+        pattern=_HEX64,
+        exclude_if=lambda v: v is None,
+        description="SHA-256 of the tuned artifact this module ran on; absent for the base model",
+    )
 
 
 class RetrievalHit(_Strict):

@@ -26,6 +26,7 @@ from cogem.trace.rules_structure import (
     spec_hashes,
     step_structure,
 )
+from cogem.trace.rules_tuned import tuned_artifacts
 
 __all__ = [
     "RULES",
@@ -46,6 +47,7 @@ __all__ = [
     "retrieval_scores",
     "spec_hashes",
     "step_structure",
+    "tuned_artifacts",
 ]
 
 RULES: dict[str, Rule] = {
@@ -64,4 +66,5 @@ RULES: dict[str, Rule] = {
     "memory_write": memory_writes,
     "resume": resumes,
     "human_decision": human_decisions,
+    "tuned": tuned_artifacts,
 }

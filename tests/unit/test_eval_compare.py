@@ -137,3 +137,15 @@ def test_rendered_tables_show_numbers_warnings_and_literal_markup(tmp_path: Path
     )
     out = render(summary_table(s))
     assert "[red]x[/red]" in out and "[bold]j[/]/test" in out and "0.750" in out
+
+
+def test_labels_name_the_tuned_artifact(tmp_path: Path) -> None:
+    records = [rec(f"i{i}", right=i % 3 > 0) for i in range(8)]
+    base = {"model_id": "fake/model", "source": "fake", "weights_sha256": "ab" * 32}
+    ref = {"module": "judge", "sha256": "5e" * 32}
+    a = run(tmp_path, "a", records, model=base)
+    b = run(tmp_path, "b", records, model={**base, "tuned": ref})
+    comparison = compare_runs(a, b)
+    assert comparison.a_label == "direct · fake/model"
+    assert comparison.b_label == f"direct · fake/model · tuned judge@{'5e' * 6}"
+    assert not any("same model" in w for w in comparison.warnings)
