@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -92,11 +93,16 @@ def run_lm_eval(exe: Path, model: Path, test_file: Path, batch: int, limit: int 
     ]  # fmt: skip
     if limit is not None:
         cmd += ["--limit", str(limit)]
-    started = time.perf_counter()
-    done = subprocess.run(cmd, env=offline_env(), capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    if done.returncode != 0:
-        sys.exit(f"lm_eval failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    timing = work / f"lm-eval-b{batch}.json"
+    if timing.is_file():  # --work of an earlier run: reuse its lm-eval results
+        wall = float(json.loads(timing.read_text())["wall_s"])
+    else:
+        started = time.perf_counter()
+        done = subprocess.run(cmd, env=offline_env(), capture_output=True, text=True)
+        wall = time.perf_counter() - started
+        if done.returncode != 0:
+            sys.exit(f"lm_eval failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        timing.write_text(json.dumps({"wall_s": wall, "cmd": cmd}))
     samples = sorted(out.rglob("samples_ethics_cm_local_*.jsonl"))
     if not samples:
         sys.exit(f"lm_eval wrote no samples under {out}")
@@ -111,6 +117,8 @@ def run_lm_eval(exe: Path, model: Path, test_file: Path, batch: int, limit: int 
 def run_cogem(data: Path, dtype: str, limit: int, work: Path, batch_tokens: int
               ) -> tuple[float, dict[int, float]]:  # fmt: skip
     out = work / f"cogem-{dtype}"
+    if out.exists():
+        shutil.rmtree(out)  # cogem is always rerun: its time is what is measured
     cmd = [
         str(Path(sys.executable).parent / "cogem"), "eval", "ethics_cm", "--reasoner", "direct",
         "--data", str(data), "--limit", str(limit), "--out", str(out), "--dtype", dtype,
@@ -155,6 +163,10 @@ def main() -> None:
     parser.add_argument("--batch-tokens", type=int, default=4096, help="cogem padded tokens/pass")
     parser.add_argument("--venv", type=Path, default=ROOT / ".bench" / "lm-eval-venv")
     parser.add_argument("--skip-bf16", action="store_true")
+    parser.add_argument(
+        "--work", type=Path, default=None,
+        help="work folder; lm-eval results already in it (lm-eval-b<N>.json) are reused",
+    )  # fmt: skip
     args = parser.parse_args()
 
     test_file = (args.data / "commonsense" / "cm_test.csv").resolve()
@@ -162,7 +174,8 @@ def main() -> None:
         sys.exit(f"no {test_file}: --data must be the ETHICS folder")
     exe = ensure_lm_eval(args.venv)
     model = model_folder()
-    work = Path(tempfile.mkdtemp(prefix="cogem-bench-eval-"))
+    work = args.work or Path(tempfile.mkdtemp(prefix="cogem-bench-eval-"))
+    work.mkdir(parents=True, exist_ok=True)
     print(f"model folder: {model}\nwork dir: {work}", flush=True)
 
     lm_runs: dict[int, tuple[float, dict[int, float]]] = {}
