@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from cogem.evals.log import read_manifest, read_samples
+from tests.ethics_data import ETHICS
 
 pytestmark = pytest.mark.integration
 
-ETHICS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ethics"
 needs_ethics = pytest.mark.skipif(not ETHICS.is_dir(), reason="ETHICS data not present")
 COGEM = [sys.executable, "-m", "cogem"]
 

@@ -10,8 +10,8 @@ import pytest
 from cogem.errors import ConfigError
 from cogem.evals.datasets import load_ethics, load_table, util_pair_prompt_fields
 from cogem.evals.suite import list_suites, load_suite
+from tests.ethics_data import ETHICS
 
-ETHICS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ethics"
 needs_ethics = pytest.mark.skipif(not ETHICS.is_dir(), reason="ETHICS data not present")
 
 
