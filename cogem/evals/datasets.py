@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import random
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 from cogem.errors import ConfigError
 from cogem.evals.records import DatasetFile, EvalItem
 from cogem.llm.model_files import file_sha256
+from cogem.memory.importer import iter_jsonl
 
 __all__ = [
     "ETHICS_SUBSETS",
@@ -202,8 +202,12 @@ def load_table(
             f"cannot tell the format of {path.name}: use a .csv or .jsonl file or set format",
             path=str(path), field="format",
         )  # fmt: skip
-    text = _read_text(path)
-    records = _csv_records(text, path) if kind == "csv" else _jsonl_records(text, path)
+    if kind == "csv":
+        records = _csv_records(_read_text(path), path)
+    elif path.is_file():
+        records = _decoded(iter_jsonl(path), path)  # the JSONL reader memory imports use
+    else:
+        raise ConfigError(f"dataset file not found: {path}", path=str(path))
     path = path.resolve()
     items: list[EvalItem] = []
     seen: set[str] = set()
@@ -259,14 +263,10 @@ def _csv_records(text: str, path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         yield n + 2, dict(row)
 
 
-def _jsonl_records(text: str, path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"line {n}: invalid JSON ({exc.msg})", path=str(path)) from exc
-        if not isinstance(record, dict):
-            raise ConfigError(f"line {n}: expected a JSON object", path=str(path))
-        yield n, record
+def _decoded(
+    records: Iterator[tuple[int, dict[str, Any]]], path: Path
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        yield from records
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"dataset file is not UTF-8 text: {exc}", path=str(path)) from exc
