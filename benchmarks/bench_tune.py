@@ -67,7 +67,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--adapter", choices=("full", "lora"), default="full")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=None, help="default: 2e-5 full, 2e-4 lora")
+    p.add_argument("--lr", type=float, default=None, help="default: 5e-5 full, 2e-4 lora")
     p.add_argument("--warmup-steps", type=int, default=10)
     p.add_argument("--max-items", type=int, default=5056, help="4,800 to train + ~5%% held out")
     p.add_argument("--val-fraction", type=float, default=0.05)
@@ -85,7 +85,7 @@ def tune(args: argparse.Namespace, artifact: Path) -> dict[str, Any]:
     if not (artifact / "manifest.json").is_file():
         config = TuneConfig(
             module="judge", adapter=args.adapter, prompt_format=args.format, steps=args.steps,
-            batch_size=args.batch_size, lr=args.lr or {"full": 2e-5, "lora": 2e-4}[args.adapter],
+            batch_size=args.batch_size, lr=args.lr or {"full": 5e-5, "lora": 2e-4}[args.adapter],
             warmup_steps=min(args.warmup_steps, args.steps - 1), max_items=args.max_items,
             val_fraction=args.val_fraction, seed=args.seed, bf16=args.bf16, threads=args.threads,
             checkpoint_every=25,
