@@ -45,6 +45,16 @@ class Settings(BaseModel):
     llm_schema_retries: int = Field(
         default=2, ge=0, le=10, description="re-asks with the validation error, per generation"
     )
+    llm_schema_format: Literal["json_schema", "json_object"] = Field(
+        default="json_schema",
+        description="response_format dialect: OpenAI/vLLM 'json_schema', llama-cpp-python "
+        "'json_object' (COGEM_LLM_SCHEMA_FORMAT)",
+    )
+    llm_chat_template: str | None = Field(
+        default=None,
+        description="local copy of the served model's chat template, for scoring chat prompts: "
+        "'embedded' or a tokenizer folder (COGEM_LLM_CHAT_TEMPLATE)",
+    )
 
     @property
     def trace_dir(self) -> Path:
@@ -70,6 +80,12 @@ class Settings(BaseModel):
             values["llm_concurrency"] = _number(int, "COGEM_LLM_CONCURRENCY", concurrency)
         if timeout := os.environ.get("COGEM_LLM_TIMEOUT"):
             values["llm_timeout"] = _number(float, "COGEM_LLM_TIMEOUT", timeout)
+        if retries := os.environ.get("COGEM_LLM_SCHEMA_RETRIES"):
+            values["llm_schema_retries"] = _number(int, "COGEM_LLM_SCHEMA_RETRIES", retries)
+        if schema_format := os.environ.get("COGEM_LLM_SCHEMA_FORMAT"):
+            values["llm_schema_format"] = schema_format
+        if template := os.environ.get("COGEM_LLM_CHAT_TEMPLATE"):
+            values["llm_chat_template"] = template
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls.model_validate(values)

@@ -47,6 +47,13 @@ def run(
             "--model is then the served model name (env COGEM_LLM_URL)."
         ),
     ] = None,
+    llm_chat_template: Annotated[
+        str | None,
+        typer.Option(
+            help="With --llm-url: the served model's chat template, as 'embedded' or a local "
+            "tokenizer folder, so the judge's options can be scored (env COGEM_LLM_CHAT_TEMPLATE)."
+        ),
+    ] = None,
     trace: Annotated[
         Path | None,
         typer.Option(help="Where to write the trace (default: under COGEM_HOME/traces)."),
@@ -95,8 +102,8 @@ def run(
     from cogem.cli.run_cmd import run_cli
 
     run_cli(
-        scenario, model=model, llm_url=llm_url, trace=trace, as_json=as_json, remember=remember,
-        modules=modules,
+        scenario, model=model, llm_url=llm_url, llm_chat_template=llm_chat_template, trace=trace,
+        as_json=as_json, remember=remember, modules=modules,
         seed=seed, thread=thread, resume=resume, approve=approve, checkpoints=checkpoints,
         out=_out, err=_err,
     )  # fmt: skip

@@ -34,32 +34,69 @@ eval_app = typer.Typer(
 
 @eval_app.command("run")
 def run_cmd(
-    suite: Annotated[str, typer.Argument(help="A built-in suite name (see `cogem eval list`) or a suite .toml file.")],
+    suite: Annotated[
+        str,
+        typer.Argument(help="A built-in suite name (see `cogem eval list`) or a suite .toml file."),
+    ],
     reasoner: Annotated[
         str,
-        typer.Option(help="direct (one option-scored call, lm-eval's prompt), default (the modular reasoner) or module:name / file.py:name."),
+        typer.Option(
+            help="direct (one option-scored call, lm-eval's prompt), default (the modular reasoner) or module:name / file.py:name."
+        ),
     ] = "direct",
-    model: Annotated[str | None, typer.Option(help="Model: a local HF model dir or hub id (default: embedded SmolLM2).")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Model: a local HF model dir or hub id (default: embedded SmolLM2); with --llm-url the served model's name."
+        ),
+    ] = None,
+    llm_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Use the OpenAI-compatible server at this URL (env COGEM_LLM_URL); items run COGEM_LLM_CONCURRENCY at a time."
+        ),
+    ] = None,
+    llm_chat_template: Annotated[
+        str | None,
+        typer.Option(
+            help="With --llm-url: the served model's chat template ('embedded' or a tokenizer folder), to score chat prompts (env COGEM_LLM_CHAT_TEMPLATE)."
+        ),
+    ] = None,
     dtype: Annotated[
         str | None,
-        typer.Option(help="float32 (exact, default) or bfloat16 (faster on CPUs with bf16 units; scores move slightly)."),
+        typer.Option(
+            help="float32 (exact, default) or bfloat16 (faster on CPUs with bf16 units; scores move slightly)."
+        ),
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Evaluate only the first N items.")] = None,
     data: Annotated[
         Path | None,
-        typer.Option(help="Dataset: the ETHICS folder for ethics_* suites, or a CSV/JSONL file for table suites."),
+        typer.Option(
+            help="Dataset: the ETHICS folder for ethics_* suites, or a CSV/JSONL file for table suites."
+        ),
     ] = None,
-    out: Annotated[Path | None, typer.Option(help="Eval folder (default: COGEM_HOME/evals/<suite>-<reasoner>-<time>).")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Finish the eval in --out: only unfinished items run.")] = False,
-    batch_tokens: Annotated[int, typer.Option(help="direct: padded tokens per forward pass.")] = 4096,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Eval folder (default: COGEM_HOME/evals/<suite>-<reasoner>-<time>)."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Finish the eval in --out: only unfinished items run.")
+    ] = False,
+    batch_tokens: Annotated[
+        int, typer.Option(help="direct: padded tokens per forward pass.")
+    ] = 4096,
     probes: Annotated[
         str | None,
-        typer.Option(help="Comma-separated metamorphic probes to run after the eval (see `cogem probe`); writes probes.json."),
+        typer.Option(
+            help="Comma-separated metamorphic probes to run after the eval (see `cogem probe`); writes probes.json."
+        ),
     ] = None,
     probe_limit: Annotated[int, typer.Option(help="Items to probe (the first N answered).")] = 20,
     tuned: Annotated[
         list[Path] | None,
-        typer.Option(help="A tuned artifact from `cogem tune` (repeatable). direct: it scores every item; a reasoner: it runs its own module only."),
+        typer.Option(
+            help="A tuned artifact from `cogem tune` (repeatable). direct: it scores every item; a reasoner: it runs its own module only."
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
@@ -80,7 +117,9 @@ def run_cmd(
 
         for artifact in tuned:  # and on a bad artifact
             read_artifact(artifact)
-    settings = Settings.from_env(model=model, dtype=dtype)
+    settings = Settings.from_env(
+        model=model, dtype=dtype, llm_url=llm_url, llm_chat_template=llm_chat_template
+    )
     with _err.status("loading model…"):
         runtime = make_runtime(settings, with_memory=reasoner != "direct")
     with runtime:
@@ -94,7 +133,9 @@ def run_cmd(
             probe_limit=probe_limit,
         )  # fmt: skip
     if result.resumed_from:
-        _err.print(f"resumed: {result.resumed_from} items were already done, {result.answered_now} ran now")
+        _err.print(
+            f"resumed: {result.resumed_from} items were already done, {result.answered_now} ran now"
+        )
     if as_json:
         typer.echo(json.dumps(result.summary.model_dump(mode="json"), indent=2))
     else:
@@ -144,7 +185,12 @@ def list_cmd() -> None:
 @eval_app.command("report")
 def report_cmd(
     eval_dir: Annotated[Path, typer.Argument(help="An eval folder written by `cogem eval`.")],
-    out: Annotated[Path | None, typer.Option("-o", "--out", help="Folder for report.html/report.md (default: the eval folder).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "-o", "--out", help="Folder for report.html/report.md (default: the eval folder)."
+        ),
+    ] = None,
 ) -> None:
     """Write report.html (tables and plots) and report.md for an eval."""
     from cogem.evals.report import write_report

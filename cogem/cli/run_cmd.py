@@ -30,6 +30,7 @@ def run_cli(
     *,
     model: str | None,
     llm_url: str | None = None,
+    llm_chat_template: str | None = None,
     trace: Path | None,
     as_json: bool,
     remember: bool,
@@ -47,7 +48,9 @@ def run_cli(
     from cogem.settings import Settings
     from cogem.spec import load_specs
 
-    settings = Settings.from_env(model=model, seed=seed, llm_url=llm_url)
+    settings = Settings.from_env(
+        model=model, seed=seed, llm_url=llm_url, llm_chat_template=llm_chat_template
+    )
     if resume:
         if thread is None:
             raise UsageError("--resume needs --thread ID: the durable run to continue")

@@ -119,9 +119,11 @@ def make_runtime(settings: Settings | None = None, *, with_memory: bool = True) 
 def make_llm(settings: Settings) -> LLM:
     """The LLM backend ``settings`` select: the one place a concrete backend is chosen."""
     if settings.llm_url is not None:
+        from cogem.llm.chat_template import ChatTemplate
         from cogem.llm.openai_backend import OpenAICompatibleLLM
 
         key = settings.llm_api_key
+        template = settings.llm_chat_template
         return OpenAICompatibleLLM.connect(
             settings.llm_url,
             settings.model,
@@ -130,6 +132,8 @@ def make_llm(settings: Settings) -> LLM:
             concurrency=settings.llm_concurrency,
             timeout=settings.llm_timeout,
             schema_retries=settings.llm_schema_retries,
+            schema_format=settings.llm_schema_format,
+            chat_template=ChatTemplate.load(template) if template is not None else None,
         )
     from cogem.llm.transformers_backend import TransformersLLM
 

@@ -3,7 +3,9 @@
 Same Protocol as the in-process backend, with what a server can and cannot prove written down:
 
 - **Generation** is greedy (``temperature=0`` and the run's ``seed``). With a schema the request
-  carries ``response_format={"type": "json_schema", ...}``; servers that enforce it (vLLM) return
+  carries ``response_format={"type": "json_schema", ...}`` (OpenAI's form, vLLM's) or, with
+  ``schema_format="json_object"``, ``{"type": "json_object", "schema": ...}`` (the form the
+  llama-cpp-python server reads); servers that enforce it return
   valid JSON, servers that ignore it (``transformers serve`` 5.24 logs "Ignoring unsupported
   fields") may not, so every reply is re-validated here and an invalid one is answered with a
   follow-up message quoting the validation error, at most ``schema_retries`` times. After the
@@ -17,6 +19,9 @@ Same Protocol as the in-process backend, with what a server can and cannot prove
   are found by the returned character offsets, split lm-eval's way (trailing prompt whitespace
   moves to the option). A server that returns no log-probabilities gets a
   :class:`~cogem.errors.ScoringUnsupportedError` naming it; nothing is estimated instead.
+  A chat prompt (the judge's verdict) is scored only with a ``chat_template``
+  (:class:`~cogem.llm.chat_template.ChatTemplate`): the client renders it with a local copy of
+  the served model's template and scores the text; the trace records that text.
 - **Weights** cannot be proven over HTTP: ``ModelInfo.weights_sha256`` is ``"unknown"`` and the
   manifest names the server URL and model instead.
 """
@@ -47,6 +52,7 @@ from cogem.llm.base import (
     Prompt,
     normalize_logprobs,
 )
+from cogem.llm.chat_template import ChatTemplate
 from cogem.llm.http_client import HttpJsonClient, RetryPolicy
 from cogem.llm.options import check_options
 from cogem.schema import validation_error
@@ -54,6 +60,7 @@ from cogem.schema import validation_error
 __all__ = ["GenerateRequest", "OpenAICompatibleLLM", "api_base_url"]
 
 _T = TypeVar("_T")
+SchemaFormat = Literal["json_schema", "json_object"]
 _R = TypeVar("_R")
 
 # What the weights hash says when the server cannot prove which weights it runs.
@@ -97,6 +104,8 @@ class OpenAICompatibleLLM:
         seed: int = 0,
         schema_retries: int = 2,
         strict_schema: bool = True,
+        schema_format: SchemaFormat = "json_schema",
+        chat_template: ChatTemplate | None = None,
     ) -> None:
         if schema_retries < 0:
             raise UsageError(f"schema_retries must be >= 0, got {schema_retries}")
@@ -105,6 +114,12 @@ class OpenAICompatibleLLM:
         self._seed = seed
         self._schema_retries = schema_retries
         self._strict = strict_schema
+        if schema_format not in ("json_schema", "json_object"):
+            raise UsageError(
+                f"schema_format must be 'json_schema' or 'json_object', got {schema_format!r}"
+            )
+        self._schema_format = schema_format
+        self._chat_template = chat_template
         self._logprobs_ok: bool | None = None
         self._info = ModelInfo(
             model_id=f"{client.base_url}#{model}",
@@ -124,6 +139,8 @@ class OpenAICompatibleLLM:
         concurrency: int = 4,
         timeout: float = 120.0,
         schema_retries: int = 2,
+        schema_format: SchemaFormat = "json_schema",
+        chat_template: ChatTemplate | None = None,
         retry: RetryPolicy | None = None,
         **client_options: Any,
     ) -> OpenAICompatibleLLM:
@@ -151,7 +168,10 @@ class OpenAICompatibleLLM:
                 f"server {client.base_url} does not serve model {model!r}; it lists {served}",
                 field="COGEM_MODEL",
             )
-        return cls(client, model, seed=seed, schema_retries=schema_retries)
+        return cls(
+            client, model, seed=seed, schema_retries=schema_retries,
+            schema_format=schema_format, chat_template=chat_template,
+        )  # fmt: skip
 
     @property
     def info(self) -> ModelInfo:
@@ -230,7 +250,9 @@ class OpenAICompatibleLLM:
             "seed": self._seed,
             "max_tokens": max_new_tokens,
         }
-        if schema is not None:
+        if schema is not None and self._schema_format == "json_object":
+            body["response_format"] = {"type": "json_object", "schema": schema}
+        elif schema is not None:
             body["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": "cogem_output", "schema": schema, "strict": self._strict},
@@ -255,11 +277,15 @@ class OpenAICompatibleLLM:
         server's echoed prompt log-probabilities (one request per option)."""
         opts = check_options(options)
         self._require_logprobs()
+        if isinstance(prompt, ChatPrompt) and self._chat_template is not None:
+            prompt = self._chat_template.render(prompt)
         if not isinstance(prompt, str):
             raise ScoringUnsupportedError(
                 f"server {self._client.base_url} cannot score a chat prompt exactly: the "
                 "chat-templated text is rendered server-side and never returned, so the option "
-                "tokens cannot be located; score a plain-text prompt, or use the in-process backend"
+                "tokens cannot be located; name a local copy of the served model's chat template "
+                "(COGEM_LLM_CHAT_TEMPLATE / --llm-chat-template: 'embedded' or a tokenizer "
+                "folder), or use the in-process backend"
             )
         context, moved = prompt.rstrip(), prompt[len(prompt.rstrip()) :]
         if not context:

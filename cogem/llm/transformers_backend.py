@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from cogem.errors import CogemError, ModelNotFoundError, UsageError
 from cogem.llm.base import (
-    ChatPrompt,
     Generation,
     ModelInfo,
     OptionScores,
@@ -30,6 +29,7 @@ from cogem.llm.batch_scoring import (
     encode_or_error,
     score_encoded,
 )
+from cogem.llm.chat_template import render_chat
 from cogem.llm.model_files import (
     ModelLocation,
     dir_weights_sha256,
@@ -178,20 +178,7 @@ class TransformersLLM:
     def render(self, prompt: Prompt) -> str:
         """The exact text the model sees: a ``ChatPrompt`` through the chat template (with the
         assistant turn opened), a plain ``str`` verbatim."""
-        if isinstance(prompt, str):
-            return prompt
-        if not isinstance(prompt, ChatPrompt):
-            raise UsageError(f"prompt must be a ChatPrompt or str, got {type(prompt).__name__}")
-        if not getattr(self._tokenizer, "chat_template", None):
-            raise UsageError(
-                f"model {self._info.model_id!r} has no chat template; pass a plain str prompt"
-            )
-        messages = [] if prompt.system is None else [{"role": "system", "content": prompt.system}]
-        messages.append({"role": "user", "content": prompt.user})
-        text = self._tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=False
-        )
-        return str(text)
+        return render_chat(self._tokenizer, prompt, model_id=self._info.model_id)
 
     def _encode(self, text: str) -> list[int]:
         # Never add special tokens: a chat prompt already carries them as text (adding a BOS
@@ -316,7 +303,10 @@ class TransformersLLM:
 
         req = self.encode_request(prompt, options)
         context_ids, continuations, opts, text = (
-            req.context, req.continuations, req.options, req.prompt_text
+            req.context,
+            req.continuations,
+            req.options,
+            req.prompt_text,
         )
         self._check_length(
             len(context_ids) + max(map(len, continuations)), "prompt + option tokens"

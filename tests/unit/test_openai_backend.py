@@ -19,6 +19,7 @@ from cogem.errors import (
     UsageError,
 )
 from cogem.llm.base import LLM, ChatPrompt, Generation, OptionScores, normalize_logprobs
+from cogem.llm.chat_template import ChatTemplate
 from cogem.llm.http_client import RetryPolicy
 from cogem.llm.openai_backend import GenerateRequest, OpenAICompatibleLLM, api_base_url
 from cogem.settings import Settings
@@ -288,8 +289,44 @@ def test_scoring_unsupported_is_a_clear_error_naming_the_server() -> None:
 
 def test_chat_prompts_cannot_be_scored_exactly_over_http() -> None:
     llm, _ = _llm(FakeServer())
-    with pytest.raises(ScoringUnsupportedError, match="chat prompt"):
+    with pytest.raises(ScoringUnsupportedError, match=r"chat prompt.*COGEM_LLM_CHAT_TEMPLATE"):
         llm.score_options(PROMPT, ["wrong", "fine"])
+
+
+class _Tokenizer:
+    """The part of a tokenizer a ChatTemplate uses, with a fixed, visible template."""
+
+    chat_template = "<sys> ... <user> ... <assistant> "
+
+    def apply_chat_template(self, messages: list[dict[str, str]], **kw: Any) -> str:
+        assert kw == {"add_generation_prompt": True, "tokenize": False}
+        system, user = (m["content"] for m in messages)
+        return f"<sys> {system} <user> {user} <assistant> "
+
+
+def test_a_local_chat_template_makes_chat_prompts_scorable_as_rendered_text() -> None:
+    server = FakeServer()
+    template = ChatTemplate(_Tokenizer(), "test")
+    llm, _ = _llm(server, chat_template=template)
+    scores = llm.score_options(PROMPT, ["wrong", "fine"])
+    rendered = "<sys> Be brief. <user> What is the main action? <assistant> "
+    assert template.render(PROMPT) == rendered
+    # Scored exactly like the rendered text given as a plain prompt, and recorded as that text.
+    assert scores.prompt_text == rendered
+    assert server.bodies[-1]["prompt"] == rendered + "fine"
+    assert scores.logprobs == llm.score_options(rendered, ["wrong", "fine"]).logprobs
+    # Generation still goes through the server's own chat endpoint.
+    llm.generate(PROMPT, schema=SCHEMA)
+    assert server.paths[-1] == "/v1/chat/completions"
+
+
+def test_json_object_schema_format_is_llama_cpp_python_s_form() -> None:
+    server = FakeServer()
+    llm, _ = _llm(server, schema_format="json_object")
+    llm.generate(PROMPT, schema=SCHEMA)
+    assert server.bodies[-1]["response_format"] == {"type": "json_object", "schema": SCHEMA}
+    with pytest.raises(UsageError, match="schema_format"):
+        _llm(FakeServer(), schema_format="grammar")
 
 
 def test_missing_completions_endpoint_is_a_usage_error() -> None:
@@ -345,6 +382,16 @@ def test_auth_header_and_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> N
     settings = Settings.from_env()
     assert settings.llm_url == "http://127.0.0.1:9/v1" and settings.llm_concurrency == 8
     assert settings.llm_api_key is not None and "tok-123" not in repr(settings)
+    monkeypatch.setenv("COGEM_LLM_SCHEMA_FORMAT", "json_object")
+    monkeypatch.setenv("COGEM_LLM_SCHEMA_RETRIES", "0")
+    monkeypatch.setenv("COGEM_LLM_CHAT_TEMPLATE", "embedded")
+    settings = Settings.from_env()
+    assert settings.llm_schema_format == "json_object" and settings.llm_schema_retries == 0
+    assert settings.llm_chat_template == "embedded"
+    monkeypatch.setenv("COGEM_LLM_SCHEMA_FORMAT", "grammar")
+    with pytest.raises(ConfigError, match="llm_schema_format"):
+        Settings.from_env()
+    monkeypatch.delenv("COGEM_LLM_SCHEMA_FORMAT")
     monkeypatch.setenv("COGEM_LLM_CONCURRENCY", "many")
     with pytest.raises(ConfigError, match="COGEM_LLM_CONCURRENCY"):
         Settings.from_env()
