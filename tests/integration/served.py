@@ -1,17 +1,20 @@
-"""A real ``transformers serve`` on loopback, serving the embedded model, for integration tests.
+"""Real OpenAI-compatible servers on loopback, serving the embedded model, for integration tests.
 
-Use the ``served_llm`` fixture (module scope: one server per test module) — import it into a test
-module or a conftest::
+Two fixtures (module scope: one server per test module); import them into a test module::
 
-    from tests.integration.served import served_llm  # noqa: F401
+    from tests.integration.served import llama_served_llm, served_llm  # noqa: F401
 
-It yields a :class:`ServedModel` with the URL and the served model name, ready for
-``cogem run --llm-url URL`` or ``OpenAICompatibleLLM.connect(URL, model)``. The server is started
-on a free port with CPU, offline and one thread, and is stopped (terminate, then kill) at the end
+- ``served_llm``: ``transformers serve`` (the ``transformers[serving]`` extra). It serves a local
+  safetensors folder but not a GGUF file, so the embedded GGUF is served through the dequantized
+  cache folder cogem itself loads from. It enforces no schema and returns no log-probabilities.
+- ``llama_served_llm``: llama-cpp-python's server on the embedded GGUF file itself. It enforces
+  schemas (``response_format`` ``json_object`` with a ``schema``) and echoes prompt
+  log-probabilities, so the whole default reasoner runs against it.
+
+Each yields a :class:`ServedModel` with the URL and the served model name, ready for
+``cogem run --llm-url URL`` or ``OpenAICompatibleLLM.connect(URL, model)``. A server is started on
+a free port with CPU, offline and one thread, and is stopped (terminate, then kill) at the end
 even when a test fails. Its log is in ``log_path`` and is printed when startup fails.
-
-``transformers serve`` serves a local safetensors folder but not a GGUF file, so the embedded
-GGUF is served through the dequantized cache folder cogem itself loads from.
 """
 
 from __future__ import annotations
@@ -30,7 +33,14 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["ServedModel", "served_llm", "start_server", "stop_server"]
+__all__ = [
+    "ServedModel",
+    "llama_served_llm",
+    "served_llm",
+    "start_llama_server",
+    "start_server",
+    "stop_server",
+]
 
 STARTUP_TIMEOUT = 120.0
 
@@ -67,14 +77,6 @@ def _serve_command() -> list[str]:
 def start_server(folder: Path, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
     """Start ``transformers serve folder`` on a free loopback port; return it once healthy."""
     port = _free_port()
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "CUDA_VISIBLE_DEVICES": "",
-        # The machine is shared: one thread keeps the server from starving other test runs.
-        "OMP_NUM_THREADS": os.environ.get("COGEM_TEST_SERVE_THREADS", "1"),
-    }
     command = [
         *_serve_command(),
         str(folder),
@@ -85,6 +87,47 @@ def start_server(folder: Path, log_path: Path) -> tuple[subprocess.Popen[bytes],
         "--log-level", "info",
         "--default-seed", "0",
     ]  # fmt: skip
+    return _launch("transformers serve", command, port, log_path)
+
+
+def start_llama_server(
+    gguf: Path, alias: str, log_path: Path
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start llama-cpp-python's OpenAI-compatible server on ``gguf`` (free loopback port)."""
+    try:
+        import llama_cpp.server  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI"):  # in CI (make setup builds it) a missing server must fail
+            raise
+        pytest.skip("the llama.cpp server needs llama-cpp-python[server] (make setup builds it)")
+    port = _free_port()
+    command = [
+        sys.executable, "-m", "llama_cpp.server",
+        "--model", str(gguf),
+        "--model_alias", alias,
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--n_ctx", "4096",
+        "--n_threads", os.environ.get("COGEM_TEST_SERVE_THREADS", "1"),
+        "--seed", "0",
+        # Prompt log-probabilities for every token: what option scoring (echo + logprobs) reads.
+        "--logits_all", "true",
+        "--verbose", "false",
+    ]  # fmt: skip
+    return _launch("llama.cpp server", command, port, log_path)
+
+
+def _launch(
+    name: str, command: list[str], port: int, log_path: Path
+) -> tuple[subprocess.Popen[bytes], str]:
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        # The machine is shared: one thread keeps the server from starving other test runs.
+        "OMP_NUM_THREADS": os.environ.get("COGEM_TEST_SERVE_THREADS", "1"),
+    }
     log = log_path.open("wb")
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     log.close()  # the child holds its own handle
@@ -93,7 +136,7 @@ def start_server(folder: Path, log_path: Path) -> tuple[subprocess.Popen[bytes],
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(
-                f"transformers serve exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}"
+                f"{name} exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}"
             )
         try:
             with urllib.request.urlopen(f"{base}/v1/models", timeout=2) as response:
@@ -104,7 +147,7 @@ def start_server(folder: Path, log_path: Path) -> tuple[subprocess.Popen[bytes],
         time.sleep(0.5)
     stop_server(proc)
     raise RuntimeError(
-        f"transformers serve not ready after {STARTUP_TIMEOUT:.0f}s:\n{log_path.read_text()[-3000:]}"
+        f"{name} not ready after {STARTUP_TIMEOUT:.0f}s:\n{log_path.read_text()[-3000:]}"
     )
 
 
@@ -127,5 +170,19 @@ def served_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedModel
     proc, url = start_server(folder, log_path)
     try:
         yield ServedModel(url=url, model=str(folder), log_path=log_path)
+    finally:
+        stop_server(proc)
+
+
+@pytest.fixture(scope="module")
+def llama_served_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedModel]:
+    """The embedded GGUF served by llama-cpp-python: it enforces ``response_format`` schemas (as
+    ``json_object`` with a schema) and returns prompt log-probabilities."""
+    from cogem.llm.model_files import embedded_gguf_path
+
+    log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
+    proc, url = start_llama_server(embedded_gguf_path(), "smollm2-135m", log_path)
+    try:
+        yield ServedModel(url=url, model="smollm2-135m", log_path=log_path)
     finally:
         stop_server(proc)
