@@ -7,14 +7,9 @@ lm-eval truncates. Speed comes from three things, none of which changes what is 
 
 * options whose continuation is one token share one input row (the context), as in lm-eval;
 * rows are sorted by length and packed into batches under a token budget, so little padding is
-  computed;
-* only the positions that predict continuation tokens go through the LM head, instead of a
-  vocabulary-sized softmax at every position;
-* for the plain decoder families in ``_SPLIT_HEAD_TYPES`` padding goes on the right and no
-  attention mask is passed (as lm-evaluation-harness does): under a causal mask a real token never
-  sees the padding after it, and without an explicit mask attention runs as ``is_causal``, which
-  skips the masked half of the score matrix (~13% faster on ETHICS commonsense, same scores within
-  float rounding). Other models keep left padding with a mask and ``logits_to_keep``.
+  computed, and padding is on the left so every row ends at the same position;
+* only the positions that predict continuation tokens go through the LM head
+  (``logits_to_keep``), instead of a vocabulary-sized softmax at every position.
 """
 
 from __future__ import annotations
@@ -126,20 +121,6 @@ def score_encoded(
     ]
 
 
-# Model types whose causal-LM forward is exactly ``lm_head(decoder(ids))``: no logit scaling or
-# soft-capping after the head, so the head can run on gathered per-row positions.
-_SPLIT_HEAD_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
-
-
-def _split_head(model: Any) -> tuple[Any, Any] | None:
-    """``(decoder, lm_head)`` when the model's logits are the head applied to the decoder's
-    last hidden state and nothing more, else None."""
-    if getattr(model.config, "model_type", None) not in _SPLIT_HEAD_TYPES:
-        return None
-    decoder, head = model.get_decoder(), model.get_output_embeddings()
-    return None if decoder is None or head is None else (decoder, head)
-
-
 def _run_batch(
     model: Any,
     batch: list[_Row],
@@ -152,21 +133,6 @@ def _run_batch(
 
     length = max(len(row.tokens) for row in batch)
     keep = max(row.width for row in batch)
-    split = _split_head(model)
-    if split is not None:
-        decoder, head = split
-        ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
-        for i, row in enumerate(batch):
-            ids[i, : len(row.tokens)] = torch.tensor(row.tokens, dtype=torch.long)
-        hidden = decoder(input_ids=ids, use_cache=False).last_hidden_state
-        # Row i's last ``keep`` real positions (clamped at 0 for a row shorter than keep: those
-        # extra positions are never read below, as only the last len(cont) are).
-        where = torch.tensor(
-            [[max(0, len(row.tokens) - keep + j) for j in range(keep)] for row in batch]
-        )
-        picked_hidden = hidden.gather(1, where.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
-        _accumulate(head(picked_hidden), batch, requests, totals, keep)
-        return
     ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
     mask = torch.zeros((len(batch), length), dtype=torch.long)
     for i, row in enumerate(batch):
@@ -177,20 +143,6 @@ def _run_batch(
     logits = model(
         input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep
     ).logits
-    _accumulate(logits, batch, requests, totals, keep)
-
-
-def _accumulate(
-    logits: Any,
-    batch: list[_Row],
-    requests: Sequence[EncodedRequest],
-    totals: list[list[float]],
-    keep: int,
-) -> None:
-    """Sum each option's token log-probabilities from ``logits`` (rows x keep x vocab, the last
-    ``keep`` positions of each row)."""
-    import torch
-
     # Softmax in float64 whatever the model dtype, so bf16 runs lose nothing more here.
     logsoft = torch.log_softmax(logits.double(), dim=-1)
     for i, row in enumerate(batch):
