@@ -14,7 +14,7 @@ from typing import Any
 from cogem.errors import ModelNotFoundError, UsageError
 from cogem.llm.base import ChatPrompt, Prompt
 
-__all__ = ["ChatTemplate", "render_chat"]
+__all__ = ["ChatTemplate", "chat_messages", "render_chat"]
 
 
 def render_chat(tokenizer: Any, prompt: Prompt, *, model_id: str) -> str:
@@ -26,10 +26,16 @@ def render_chat(tokenizer: Any, prompt: Prompt, *, model_id: str) -> str:
         raise UsageError(f"prompt must be a ChatPrompt or str, got {type(prompt).__name__}")
     if not getattr(tokenizer, "chat_template", None):
         raise UsageError(f"model {model_id!r} has no chat template; pass a plain str prompt")
-    messages = [] if prompt.system is None else [{"role": "system", "content": prompt.system}]
-    messages.append({"role": "user", "content": prompt.user})
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    text = tokenizer.apply_chat_template(
+        chat_messages(prompt), add_generation_prompt=True, tokenize=False
+    )
     return str(text)
+
+
+def chat_messages(prompt: ChatPrompt) -> list[dict[str, str]]:
+    """The OpenAI-style message list of ``prompt``: what a chat template or chat API reads."""
+    messages = [] if prompt.system is None else [{"role": "system", "content": prompt.system}]
+    return [*messages, {"role": "user", "content": prompt.user}]
 
 
 class ChatTemplate:

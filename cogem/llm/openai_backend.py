@@ -52,7 +52,7 @@ from cogem.llm.base import (
     Prompt,
     normalize_logprobs,
 )
-from cogem.llm.chat_template import ChatTemplate
+from cogem.llm.chat_template import ChatTemplate, chat_messages
 from cogem.llm.http_client import HttpJsonClient, RetryPolicy
 from cogem.llm.options import check_options
 from cogem.schema import validation_error
@@ -205,7 +205,7 @@ class OpenAICompatibleLLM:
             return self._complete_text(prompt, schema, max_new_tokens)
         if not isinstance(prompt, ChatPrompt):
             raise UsageError(f"prompt must be a ChatPrompt or str, got {type(prompt).__name__}")
-        messages = _messages(prompt)
+        messages = chat_messages(prompt)
         started = time.perf_counter()
         retries = 0
         while True:
@@ -413,11 +413,6 @@ def _served_models(client: HttpJsonClient) -> list[str] | None:
     if not isinstance(rows, list):
         raise LLMServerError(f"server {client.base_url}: /models answered {str(data)[:200]!r}")
     return [str(row["id"]) for row in rows if isinstance(row, dict) and "id" in row]
-
-
-def _messages(prompt: ChatPrompt) -> list[dict[str, str]]:
-    messages = [] if prompt.system is None else [{"role": "system", "content": prompt.system}]
-    return [*messages, {"role": "user", "content": prompt.user}]
 
 
 def _transcript(messages: Sequence[dict[str, str]]) -> str:
