@@ -6,7 +6,8 @@ own venv, which the script creates on first use from PyPI):
 1. lm-evaluation-harness ``ethics_cm`` (its prompt and choices, read from local CSV files instead
    of the hub) with ``--model hf`` on the folder cogem dequantizes the embedded GGUF into, float32,
    at each batch size given; the fastest counts.
-2. ``cogem eval ethics_cm --reasoner direct`` in float32 (exact) and bfloat16 (fast).
+2. ``cogem eval ethics_cm --reasoner direct`` in float32 (exact) and bfloat16 (fast), with one
+   scoring worker per core (``--workers``; see ``cogem/llm/scoring_pool.py`` for why).
 
 It prints items/s for each, the speed ratios, and per-item agreement of the scores: the log-odds
 log p(" yes") - log p(" no") from both. Predictions alone would agree by chance (the tiny model
@@ -70,6 +71,13 @@ def model_folder() -> Path:
     return Path(folder)
 
 
+def available_cores() -> int:
+    sys.path.insert(0, str(ROOT))
+    from cogem.llm.scoring_pool import available_cores as cores
+
+    return cores()
+
+
 def offline_env() -> dict[str, str]:
     env = dict(os.environ)
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
@@ -114,7 +122,7 @@ def run_lm_eval(exe: Path, model: Path, test_file: Path, batch: int, limit: int 
     return wall, odds
 
 
-def run_cogem(data: Path, dtype: str, limit: int, work: Path, batch_tokens: int
+def run_cogem(data: Path, dtype: str, limit: int, work: Path, batch_tokens: int, workers: int
               ) -> tuple[float, dict[int, float]]:  # fmt: skip
     out = work / f"cogem-{dtype}"
     if out.exists():
@@ -122,7 +130,7 @@ def run_cogem(data: Path, dtype: str, limit: int, work: Path, batch_tokens: int
     cmd = [
         str(Path(sys.executable).parent / "cogem"), "eval", "ethics_cm", "--reasoner", "direct",
         "--data", str(data), "--limit", str(limit), "--out", str(out), "--dtype", dtype,
-        "--batch-tokens", str(batch_tokens), "--json",
+        "--batch-tokens", str(batch_tokens), "--workers", str(workers), "--json",
     ]  # fmt: skip
     env = offline_env()
     env["COGEM_HOME"] = str(work / "cogem-home")
@@ -161,6 +169,10 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="first N test items (default all)")
     parser.add_argument("--lm-eval-batch", default="8", help="comma-separated batch sizes")
     parser.add_argument("--batch-tokens", type=int, default=4096, help="cogem padded tokens/pass")
+    parser.add_argument(
+        "--workers", type=int, default=None,
+        help="cogem scoring processes (default: one per available core; 1 = in-process)",
+    )  # fmt: skip
     parser.add_argument("--venv", type=Path, default=ROOT / ".bench" / "lm-eval-venv")
     parser.add_argument("--skip-bf16", action="store_true")
     parser.add_argument(
@@ -189,10 +201,12 @@ def main() -> None:
     lm_rate = n / lm_wall
 
     rows = [("lm-evaluation-harness", f"float32, batch {best}", lm_wall, lm_rate, None)]
+    workers = args.workers or available_cores()
     for dtype in ("float32", *(() if args.skip_bf16 else ("bfloat16",))):
-        wall, odds = run_cogem(args.data, dtype, n, work, args.batch_tokens)
+        wall, odds = run_cogem(args.data, dtype, n, work, args.batch_tokens, workers)
         rate = len(odds) / wall
-        rows.append(("cogem direct", dtype, wall, rate, agreement(lm_odds, odds)))
+        mode = f"{dtype}, {workers} worker{'s' if workers > 1 else ''}"
+        rows.append(("cogem direct", mode, wall, rate, agreement(lm_odds, odds)))
         print(f"cogem {dtype}: {len(odds)} items in {wall:.1f} s = {rate:.2f} items/s", flush=True)
 
     print("\n| runner | mode | wall s (whole process) | items/s | vs lm-eval | log-odds within 1e-3 | median / max abs diff | same prediction |")

@@ -85,6 +85,12 @@ def run_cmd(
     batch_tokens: Annotated[
         int, typer.Option(help="direct: padded tokens per forward pass.")
     ] = 4096,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="direct: scoring processes, each with its own copy of the model and an equal share of the cores; 2+ is faster for small models on a few cores."
+        ),
+    ] = 1,
     probes: Annotated[
         str | None,
         typer.Option(
@@ -111,7 +117,7 @@ def run_cmd(
     loaded = load_suite(suite)
     # Fail on a bad suite, data or flag before spending seconds on loading a model.
     preflight(loaded, reasoner=reasoner, data=data, limit=limit, resume=resume, out=out,
-              probes=probe_names)  # fmt: skip
+              probes=probe_names, workers=workers)  # fmt: skip
     if tuned:
         from cogem.tune import read_artifact
 
@@ -128,7 +134,7 @@ def run_cmd(
                 _apply_tuned(runtime, tuned, reasoner)
         result = run_eval(
             loaded, runtime, reasoner=reasoner, data=data, out=out, limit=limit, resume=resume,
-            batch=BatchPlan(max_tokens=batch_tokens), console=_err,
+            batch=BatchPlan(max_tokens=batch_tokens), workers=workers, console=_err,
             probes=probe_names,
             probe_limit=probe_limit,
         )  # fmt: skip

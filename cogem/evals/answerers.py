@@ -27,6 +27,7 @@ from cogem.evals.records import EvalItem, SampleRecord
 from cogem.evals.suite import Suite
 from cogem.llm.base import OptionScores
 from cogem.llm.batch_scoring import BatchPlan
+from cogem.llm.scoring_pool import ScoringPool, available_cores
 
 __all__ = ["Answerer", "DirectAnswerer", "ReasonerAnswerer", "make_answerer"]
 
@@ -74,13 +75,27 @@ class DirectAnswerer:
     name = "direct"
 
     def __init__(
-        self, suite: Suite, runtime: Runtime, *, batch: BatchPlan | None = None, chunk: int = 64
+        self,
+        suite: Suite,
+        runtime: Runtime,
+        *,
+        batch: BatchPlan | None = None,
+        chunk: int = 64,
+        workers: int = 1,
     ) -> None:
         self._suite = suite
+        self._runtime = runtime
         self._llm = runtime.llm
         self._batch = batch or BatchPlan()
         self._chunk = chunk
         self._choices = list(suite.config.prompt.choices)
+        self._workers = workers
+        if workers < 1:
+            raise UsageError(f"--workers must be at least 1, got {workers}")
+        if workers > 1:
+            _check_poolable(runtime, workers)
+        # Each worker gets an equal share of the cores this process may use.
+        self._threads = max(1, available_cores() // workers) if workers > 1 else None
 
     def detail(self) -> dict[str, Any]:
         return {"prompt_template": self._suite.config.prompt.template, "choices": self._choices}
@@ -89,27 +104,62 @@ class DirectAnswerer:
         return {
             "mode": "option-scoring", "do_sample": False, "dtype": self._llm.info.dtype,
             "batch_max_tokens": self._batch.max_tokens, "batch_max_rows": self._batch.max_rows,
-            "chunk": self._chunk,
+            "chunk": self._chunk, "workers": self._workers, "threads_per_worker": self._threads,
         }  # fmt: skip
 
     def answer(self, todo: Todo, emit: Emit) -> None:
         prompts = {index: self._suite.prompt(item) for index, item in todo}
         # Longest first: batches of similar length pad least, and memory peaks early.
         ordered = sorted(todo, key=lambda pair: (-len(prompts[pair[0]]), pair[0]))
-        for start in range(0, len(ordered), self._chunk):
-            part = ordered[start : start + self._chunk]
+        parts = [ordered[s : s + self._chunk] for s in range(0, len(ordered), self._chunk)]
+        if self._workers > 1 and parts:
+            self._answer_in_pool(parts, prompts, emit)
+            return
+        for part in parts:
             started = time.perf_counter()
             results = self._score([prompts[i] for i, _ in part])
             share = (time.perf_counter() - started) * 1000.0 / len(part)
-            records = []
-            for (index, item), result in zip(part, results, strict=True):
-                base = {**_base(index, item, self._choices), "prompt": prompts[index]}
-                if isinstance(result, OptionScores):
-                    fields = _scored(base, list(result.logprobs), list(result.probs))
-                else:
-                    fields = {**base, "error": _error(result)}
-                records.append(SampleRecord.model_validate({**fields, "latency_ms": share}))
-            emit(records)
+            emit(self._records(part, prompts, results, share))
+
+    def _answer_in_pool(self, parts: list[list[tuple[int, EvalItem]]], prompts: dict[int, str],
+                        emit: Emit) -> None:  # fmt: skip
+        from concurrent.futures import as_completed
+        from concurrent.futures.process import BrokenProcessPool
+
+        settings = self._runtime.settings
+        with ScoringPool(
+            model=settings.model, dtype=settings.dtype, seed=settings.seed,
+            workers=self._workers, threads=self._threads, expected=self._llm.info,
+        ) as pool:  # fmt: skip
+            # Longest chunks are queued first, so the short ones even out the workers' tails.
+            started = time.perf_counter()
+            futures = {
+                pool.submit([(prompts[i], self._choices) for i, _ in part], self._batch): part
+                for part in parts
+            }
+            for future in as_completed(futures):
+                part = futures[future]
+                try:
+                    results = future.result()
+                except BrokenProcessPool as exc:
+                    # Emitted chunks are in the log already: --resume picks up from there.
+                    raise RunError(f"a scoring worker died ({exc}); rerun with --resume") from exc
+                # Per-item latency is not observable across workers: share the elapsed wall time.
+                share = (time.perf_counter() - started) * 1000.0 / sum(map(len, parts))
+                emit(self._records(part, prompts, results, share))
+
+    def _records(self, part: Sequence[tuple[int, EvalItem]], prompts: dict[int, str],
+                 results: Sequence[OptionScores | CogemError], share: float
+                 ) -> list[SampleRecord]:  # fmt: skip
+        records = []
+        for (index, item), result in zip(part, results, strict=True):
+            base = {**_base(index, item, self._choices), "prompt": prompts[index]}
+            if isinstance(result, OptionScores):
+                fields = _scored(base, list(result.logprobs), list(result.probs))
+            else:
+                fields = {**base, "error": _error(result)}
+            records.append(SampleRecord.model_validate({**fields, "latency_ms": share}))
+        return records
 
     def _score(self, prompts: list[str]) -> list[OptionScores | CogemError]:
         batch = getattr(self._llm, "score_batch", None)
@@ -291,10 +341,30 @@ def load_user_reasoner(ref: str) -> Reasoner:
     return target
 
 
+def _check_poolable(runtime: Runtime, workers: int) -> None:
+    """Scoring workers load the model the settings name; only that model can be split."""
+    settings, info = runtime.settings, runtime.llm.info
+    if settings.llm_url is not None or info.source in ("http", "fake"):
+        raise UsageError(
+            f"--workers {workers} runs copies of the in-process model; a served or fake model "
+            "cannot be copied (a server takes concurrent requests itself)"
+        )
+    if info.tuned is not None:
+        raise UsageError(f"--workers {workers} cannot be combined with a tuned artifact (--tuned)")
+
+
 def make_answerer(
-    reasoner: str, suite: Suite, runtime: Runtime, out: Path, *, batch: BatchPlan | None = None
+    reasoner: str,
+    suite: Suite,
+    runtime: Runtime,
+    out: Path,
+    *,
+    batch: BatchPlan | None = None,
+    workers: int = 1,
 ) -> DirectAnswerer | ReasonerAnswerer:
     if reasoner == "direct":
-        return DirectAnswerer(suite, runtime, batch=batch)
+        return DirectAnswerer(suite, runtime, batch=batch, workers=workers)
+    if workers != 1:
+        raise UsageError("--workers applies to --reasoner direct only")
     graph = Reasoner.default() if reasoner == "default" else load_user_reasoner(reasoner)
     return ReasonerAnswerer(reasoner, graph, suite, runtime, out / "traces")

@@ -58,6 +58,7 @@ def run_eval(
     limit: int | None = None,
     resume: bool = False,
     batch: BatchPlan | None = None,
+    workers: int = 1,
     probes: Sequence[str] = (),
     probe_limit: int = 20,
     console: Console | None = None,
@@ -67,14 +68,17 @@ def run_eval(
     ``reasoner`` is ``direct``, ``default`` or ``module:name`` / ``file.py:name``. ``data`` is
     the dataset location (see :meth:`Suite.load_items`). ``probes`` (names from
     :data:`cogem.probes.PROBES`) then rerun the first ``probe_limit`` answered items under each
-    probe and write ``probes.json`` (flip rates). A ``console`` gets a progress bar.
+    probe and write ``probes.json`` (flip rates). ``workers`` > 1 (``direct`` only) scores in
+    that many processes, each with its own copy of the model (see :mod:`cogem.llm.scoring_pool`).
+    A ``console`` gets a progress bar.
     """
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
     items, files = preflight(
-        suite, reasoner=reasoner, data=data, limit=limit, resume=resume, out=out, probes=probes
-    )
+        suite, reasoner=reasoner, data=data, limit=limit, resume=resume, out=out,
+        probes=probes, workers=workers,
+    )  # fmt: skip
     out = out or default_out_dir(runtime, suite, reasoner)
-    answerer = make_answerer(reasoner, suite, runtime, out, batch=batch)
+    answerer = make_answerer(reasoner, suite, runtime, out, batch=batch, workers=workers)
     ids = [item.id for item in items]
     manifest = EvalManifest(
         suite=suite.name,
@@ -134,11 +138,16 @@ def preflight(
     resume: bool,
     out: Path | None,
     probes: Sequence[str],
+    workers: int = 1,
 ) -> tuple[list[EvalItem], list[DatasetFile]]:
     """Every check that needs no model: arguments, the suite's reasoner mapping, the data.
     The CLI runs it before loading a model, so a mistake costs no load time."""
     if limit is not None and limit < 1:
         raise UsageError(f"--limit must be at least 1, got {limit}")
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+    if workers > 1 and reasoner != "direct":
+        raise UsageError("--workers applies to --reasoner direct only")
     unknown = [p for p in probes if p not in PROBES]
     if unknown:
         raise ConfigError(f"unknown probe(s) {unknown}; valid: {', '.join(PROBES)}", field="probes")
