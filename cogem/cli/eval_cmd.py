@@ -108,6 +108,7 @@ def run_cmd(
 ) -> None:
     """Evaluate a reasoner on SUITE; writes manifest.json, samples.jsonl and summary.json."""
     from cogem.engine import make_runtime
+    from cogem.errors import UsageError
     from cogem.evals.runner import preflight, run_eval
     from cogem.evals.suite import load_suite
     from cogem.llm.batch_scoring import BatchPlan
@@ -118,6 +119,8 @@ def run_cmd(
     # Fail on a bad suite, data or flag before spending seconds on loading a model.
     preflight(loaded, reasoner=reasoner, data=data, limit=limit, resume=resume, out=out,
               probes=probe_names, workers=workers)  # fmt: skip
+    if tuned and workers > 1:
+        raise UsageError("--workers cannot be combined with --tuned: workers load the base model")
     if tuned:
         from cogem.tune import read_artifact
 

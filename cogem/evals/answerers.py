@@ -132,7 +132,6 @@ class DirectAnswerer:
             workers=self._workers, threads=self._threads, expected=self._llm.info,
         ) as pool:  # fmt: skip
             # Longest chunks are queued first, so the short ones even out the workers' tails.
-            started = time.perf_counter()
             futures = {
                 pool.submit([(prompts[i], self._choices) for i, _ in part], self._batch): part
                 for part in parts
@@ -144,21 +143,23 @@ class DirectAnswerer:
                 except BrokenProcessPool as exc:
                     # Emitted chunks are in the log already: --resume picks up from there.
                     raise RunError(f"a scoring worker died ({exc}); rerun with --resume") from exc
-                # Per-item latency is not observable across workers: share the elapsed wall time.
-                share = (time.perf_counter() - started) * 1000.0 / sum(map(len, parts))
-                emit(self._records(part, prompts, results, share))
+                # Latency: each worker's scoring call time shared over its requests.
+                emit(self._records(part, prompts, results, None))
 
     def _records(self, part: Sequence[tuple[int, EvalItem]], prompts: dict[int, str],
-                 results: Sequence[OptionScores | CogemError], share: float
+                 results: Sequence[OptionScores | CogemError], share: float | None
                  ) -> list[SampleRecord]:  # fmt: skip
+        """Sample records of ``part``; ``share`` is each item's latency (None: the scores' own)."""
         records = []
         for (index, item), result in zip(part, results, strict=True):
             base = {**_base(index, item, self._choices), "prompt": prompts[index]}
             if isinstance(result, OptionScores):
                 fields = _scored(base, list(result.logprobs), list(result.probs))
+                latency = result.latency_ms if share is None else share
             else:
                 fields = {**base, "error": _error(result)}
-            records.append(SampleRecord.model_validate({**fields, "latency_ms": share}))
+                latency = 0.0 if share is None else share
+            records.append(SampleRecord.model_validate({**fields, "latency_ms": latency}))
         return records
 
     def _score(self, prompts: list[str]) -> list[OptionScores | CogemError]:

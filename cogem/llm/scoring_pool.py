@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -40,8 +42,18 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _exit_with_parent(parent: int) -> None:
+    """End this worker once its parent is gone. A worker blocks reading its task queue, whose
+    pipe it holds both ends of, so a parent killed with SIGKILL would otherwise leave it (and a
+    copy of the model) behind for good."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
+
+
 def _start_worker(model: str | None, dtype: str | None, seed: int, threads: int) -> None:
     global _WORKER_LLM
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     import torch
 
     # Set before the model exists, so no kernel ever runs with the machine-wide thread count.

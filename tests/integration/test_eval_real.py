@@ -140,3 +140,66 @@ def test_readme_python_eval_example_runs(tmp_path: Path, monkeypatch: pytest.Mon
     exec(compile(example, "README.md", "exec"), namespace)
     result = namespace["result"]
     assert len(read_samples(result.out_dir)) == 6  # type: ignore[attr-defined]
+
+
+def _children(pid: int) -> set[int]:
+    """Processes whose parent is ``pid`` (read from /proc, so no extra dependency)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+@needs_ethics
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_workers_die_with_a_killed_eval_and_resume_scores_like_one_process(tmp_path: Path) -> None:
+    from cogem.evals.suite import load_suite
+    from cogem.llm.transformers_backend import TransformersLLM
+
+    out = tmp_path / "cm"
+    args = ["eval", "ethics_cm", "--data", str(ETHICS), "--limit", "320", "--out", str(out),
+            "--workers", "2", "--batch-tokens", "1024"]  # fmt: skip
+    proc = subprocess.Popen(
+        [*COGEM, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env()
+    )
+    samples = out / "samples.jsonl"
+    deadline = time.monotonic() + 600
+    try:
+        while time.monotonic() < deadline:
+            if samples.exists() and samples.read_bytes().count(b"\n") >= 64:
+                break
+            assert proc.poll() is None, "the eval ended before it could be killed"
+            time.sleep(0.05)
+        workers = _children(proc.pid)
+        assert len(workers) >= 2  # two scoring workers (and multiprocessing's resource tracker)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    # Orphaned workers notice their parent is gone and exit instead of holding a model copy.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in workers):
+        time.sleep(0.2)
+    assert not [p for p in workers if Path(f"/proc/{p}").exists()]
+    done_before = samples.read_bytes().count(b"\n")
+    assert 64 <= done_before < 320, done_before
+
+    done = cogem(*args, "--resume")
+    assert done.returncode == 0, done.stderr
+    records = read_samples(out)
+    assert len(records) == len({r.item_id for r in records}) == 320
+    assert read_manifest(out).decoding["workers"] == 2
+    # The workers' scores are the in-process model's (batch shapes differ: float rounding only).
+    llm = TransformersLLM.load(None)
+    choices = list(load_suite("ethics_cm").config.prompt.choices)
+    picked = records[::20]
+    assert all(r.prompt is not None and r.logprobs is not None for r in picked)
+    mine = llm.score_batch([(r.prompt, choices) for r in picked])  # type: ignore[misc]
+    for record, scores in zip(picked, mine, strict=True):
+        assert not isinstance(scores, Exception)
+        for x, y in zip(scores.logprobs, record.logprobs, strict=True):  # type: ignore[arg-type]
+            assert abs(x - y) < 1e-4

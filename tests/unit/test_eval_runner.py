@@ -161,3 +161,22 @@ def test_probes_after_an_eval_report_flip_rates(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown probe"):
         run_eval("vignettes", fake_runtime(), out=tmp_path / "x", limit=1, probes=["nope"])
     assert not (tmp_path / "x").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize(
+    ("workers", "reasoner", "message"),
+    [
+        (0, "direct", "--workers must be at least 1"),
+        (2, "default", "--workers applies to --reasoner direct only"),
+        # A fake model cannot be loaded again in another process.
+        (2, "direct", "a served or fake model cannot be copied"),
+    ],
+)
+def test_workers_are_checked_before_anything_runs(
+    tmp_path: Path, workers: int, reasoner: str, message: str
+) -> None:
+    llm = CountingLLM()
+    with pytest.raises(UsageError, match=message):
+        run_eval("vignettes", fake_runtime(llm), out=tmp_path / "e", reasoner=reasoner,
+                 workers=workers)  # fmt: skip
+    assert llm.scored == [] and not (tmp_path / "e").exists()
