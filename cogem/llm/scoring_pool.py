@@ -3,11 +3,12 @@
 Why processes: a small model on a few CPU cores spends much of a forward pass in kernels too
 small to keep every intra-op thread busy (attention on short rows, elementwise ops). Measured on
 this project's 2-core VM with SmolLM2-135M, two threads score only 1.73x (float32) and 1.42x
-(bfloat16) faster than one, while two single-threaded processes on the same batches get close
-to 2x. So for evals, ``workers`` processes with ``cores / workers`` threads each score more
-items per second than one process with all cores. Every worker loads the same weights in the
-same dtype and tokenizes exactly as the in-process path does (it *is* that path:
-:meth:`TransformersLLM.score_batch`), so scores match up to float rounding of batch shapes.
+(bfloat16) faster than one. Two single-threaded worker processes on the same items scored
+~1.24x the items/s of one two-threaded process in bfloat16; in float32, where the large matrix
+products dominate, the gain (at most ~1.1x) was within the VM's run-to-run noise. Every worker
+loads the same weights in the same dtype and tokenizes exactly as the in-process path does (it
+*is* that path: :meth:`TransformersLLM.score_batch`), so scores match up to float rounding of
+batch shapes.
 
 The price is memory (one model copy per worker, plus the parent's) and a few seconds of start-up,
 so it pays for small models and long evals; ``workers=1`` keeps everything in-process.

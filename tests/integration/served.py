@@ -52,6 +52,20 @@ class ServedModel:
     log_path: Path
 
 
+def run_cogem(
+    *args: str, home: Path, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """``cogem ARGS`` in a subprocess on ``COGEM_HOME=home``, offline, plus ``env``. The server
+    is named by each command's ``--llm-url``, never by an inherited ``COGEM_LLM_URL``."""
+    full = {**os.environ, "COGEM_HOME": str(home), "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    full.update(env or {})
+    full.pop("COGEM_LLM_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "cogem", *args],
+        capture_output=True, text=True, env=full, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

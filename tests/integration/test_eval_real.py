@@ -31,6 +31,39 @@ def cogem(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _sigkill_once_written(args: list[str], samples: Path, *, lines: int) -> set[int]:
+    """Start ``cogem ARGS``, SIGKILL it once ``samples`` holds ``lines`` lines; the pids of its
+    child processes just before the kill."""
+    proc = subprocess.Popen(
+        [*COGEM, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env()
+    )
+    deadline = time.monotonic() + 600
+    try:
+        while time.monotonic() < deadline:
+            if samples.exists() and samples.read_bytes().count(b"\n") >= lines:
+                break
+            assert proc.poll() is None, "the eval ended before it could be killed"
+            time.sleep(0.05)
+        children = _children(proc.pid)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    return children
+
+
+def _children(pid: int) -> set[int]:
+    """Processes whose parent is ``pid`` (read from /proc, so no extra dependency)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
 def test_builtin_suite_runs_offline_then_report_and_compare(tmp_path: Path) -> None:
     a, b = tmp_path / "fp32", tmp_path / "bf16"
     done = cogem("eval", "vignettes", "--out", str(a))
@@ -64,21 +97,8 @@ def test_builtin_suite_runs_offline_then_report_and_compare(tmp_path: Path) -> N
 def test_sigkill_mid_eval_then_resume_finishes_every_item_exactly_once(tmp_path: Path) -> None:
     out = tmp_path / "cm"
     args = ["eval", "ethics_cm", "--data", str(ETHICS), "--limit", "640", "--out", str(out)]
-    proc = subprocess.Popen(
-        [*COGEM, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env()
-    )
     samples = out / "samples.jsonl"
-    deadline = time.monotonic() + 600
-    try:
-        while time.monotonic() < deadline:
-            lines = samples.read_bytes().count(b"\n") if samples.exists() else 0
-            if lines >= 64:
-                break
-            assert proc.poll() is None, "the eval ended before it could be killed"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(timeout=60)
+    _sigkill_once_written(args, samples, lines=64)
     before = samples.read_bytes()
     done_before = before.count(b"\n")
     assert 64 <= done_before < 640, done_before
@@ -142,19 +162,6 @@ def test_readme_python_eval_example_runs(tmp_path: Path, monkeypatch: pytest.Mon
     assert len(read_samples(result.out_dir)) == 6  # type: ignore[attr-defined]
 
 
-def _children(pid: int) -> set[int]:
-    """Processes whose parent is ``pid`` (read from /proc, so no extra dependency)."""
-    found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # the process ended while we looked
-            continue
-        if int(fields[1]) == pid:
-            found.add(int(stat.parent.name))
-    return found
-
-
 @needs_ethics
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 def test_workers_die_with_a_killed_eval_and_resume_scores_like_one_process(tmp_path: Path) -> None:
@@ -164,22 +171,9 @@ def test_workers_die_with_a_killed_eval_and_resume_scores_like_one_process(tmp_p
     out = tmp_path / "cm"
     args = ["eval", "ethics_cm", "--data", str(ETHICS), "--limit", "320", "--out", str(out),
             "--workers", "2", "--batch-tokens", "1024"]  # fmt: skip
-    proc = subprocess.Popen(
-        [*COGEM, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env()
-    )
     samples = out / "samples.jsonl"
-    deadline = time.monotonic() + 600
-    try:
-        while time.monotonic() < deadline:
-            if samples.exists() and samples.read_bytes().count(b"\n") >= 64:
-                break
-            assert proc.poll() is None, "the eval ended before it could be killed"
-            time.sleep(0.05)
-        workers = _children(proc.pid)
-        assert len(workers) >= 2  # two scoring workers (and multiprocessing's resource tracker)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(timeout=60)
+    workers = _sigkill_once_written(args, samples, lines=64)
+    assert len(workers) >= 2  # two scoring workers (and multiprocessing's resource tracker)
     # Orphaned workers notice their parent is gone and exit instead of holding a model copy.
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in workers):

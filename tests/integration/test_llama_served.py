@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import jsonschema
@@ -25,7 +23,7 @@ from cogem.llm.chat_template import ChatTemplate
 from cogem.llm.openai_backend import OpenAICompatibleLLM
 from cogem.trace import read_trace, verify_trace
 from cogem.trace.events import LlmCall, ModuleEnd, RunStart
-from tests.integration.served import ServedModel, llama_served_llm
+from tests.integration.served import ServedModel, llama_served_llm, run_cogem
 
 pytestmark = pytest.mark.integration
 
@@ -43,24 +41,12 @@ SCHEMA = {
 }
 
 
+# llama-cpp-python takes the schema in its json_object form and one request at a time.
+LLAMA_ENV = {"COGEM_LLM_SCHEMA_FORMAT": "json_object", "COGEM_LLM_CONCURRENCY": "1"}
+
+
 def _cogem(*args: str, home: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "COGEM_HOME": str(home),
-        "HF_HUB_OFFLINE": "1",
-        "COGEM_LLM_SCHEMA_FORMAT": "json_object",
-        "COGEM_LLM_CONCURRENCY": "1",
-        "COLUMNS": "200",
-    }
-    env.pop("COGEM_LLM_URL", None)
-    return subprocess.run(
-        [sys.executable, "-m", "cogem", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-        check=False,
-    )
+    return run_cogem(*args, home=home, env=LLAMA_ENV, timeout=timeout)
 
 
 def _check_trace(trace: Path, served: ServedModel, home: Path) -> list[ModuleEnd]:

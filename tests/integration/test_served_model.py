@@ -11,9 +11,6 @@ a clear error, never estimate.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import jsonschema
@@ -24,7 +21,7 @@ from cogem.llm.base import ChatPrompt, Generation
 from cogem.llm.openai_backend import GenerateRequest, OpenAICompatibleLLM
 from cogem.trace import read_trace, verify_trace
 from cogem.trace.events import LlmCall, ModuleEnd, RunStart, ValidationRetry
-from tests.integration.served import ServedModel, served_llm
+from tests.integration.served import ServedModel, run_cogem, served_llm
 
 pytestmark = pytest.mark.integration
 
@@ -37,19 +34,6 @@ SCHEMA = {
     "required": ["action"],
     "properties": {"action": {"type": "string", "minLength": 1, "maxLength": 80}},
 }
-
-
-def _cogem(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COGEM_HOME": str(home), "HF_HUB_OFFLINE": "1"}
-    env.pop("COGEM_LLM_URL", None)
-    return subprocess.run(
-        [sys.executable, "-m", "cogem", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
-    )
 
 
 def test_backend_generates_and_refuses_to_score(served_llm: ServedModel) -> None:
@@ -84,7 +68,7 @@ def test_cogem_run_against_the_server_gives_an_auditable_schema_valid_trace(
     served_llm: ServedModel, tmp_path: Path
 ) -> None:
     trace = tmp_path / "run.jsonl"
-    done = _cogem(
+    done = run_cogem(
         "run", "--llm-url", served_llm.url, "--trace", str(trace), SCENARIO, home=tmp_path
     )
     assert "Traceback" not in done.stderr
@@ -97,7 +81,7 @@ def test_cogem_run_against_the_server_gives_an_auditable_schema_valid_trace(
     assert model["source"] == "http"
     assert model["model_id"] == f"{served_llm.url}#{served_llm.model}"
     assert verify_trace(trace).ok
-    audit = _cogem("audit", str(trace), home=tmp_path)
+    audit = run_cogem("audit", str(trace), home=tmp_path)
     assert audit.returncode == 0, audit.stdout + audit.stderr
 
     # Every module output that made it into the trace is valid against its recorded schema.
