@@ -105,6 +105,8 @@ class DirectAnswerer:
             "mode": "option-scoring", "do_sample": False, "dtype": self._llm.info.dtype,
             "batch_max_tokens": self._batch.max_tokens, "batch_max_rows": self._batch.max_rows,
             "chunk": self._chunk, "workers": self._workers, "threads_per_worker": self._threads,
+            # Which forward pass scored: cogem's Llama scorer or transformers' own (None: served).
+            "forward": getattr(self._llm, "scoring_forward", None),
         }  # fmt: skip
 
     def answer(self, todo: Todo, emit: Emit) -> None:

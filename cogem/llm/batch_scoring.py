@@ -7,9 +7,12 @@ lm-eval truncates. Speed comes from three things, none of which changes what is 
 
 * options whose continuation is one token share one input row (the context), as in lm-eval;
 * rows are sorted by length and packed into batches under a token budget, so little padding is
-  computed, and padding is on the left so every row ends at the same position;
+  computed;
 * only the positions that predict continuation tokens go through the LM head
-  (``logits_to_keep``), instead of a vocabulary-sized softmax at every position.
+  (``logits_to_keep``), instead of a vocabulary-sized softmax at every position;
+* for plain Llama-architecture models, :class:`~cogem.llm.llama_scoring.LlamaScorer` runs the
+  forward pass itself (right padding, causal attention without a mask, fewer memory passes);
+  other models go through transformers' forward with left padding and an attention mask.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 
 from cogem.errors import CogemError, UsageError
 from cogem.llm.base import OptionScores, normalize_logprobs
+from cogem.llm.llama_scoring import LlamaScorer
 
 __all__ = ["BatchPlan", "EncodedRequest", "score_encoded"]
 
@@ -93,8 +97,12 @@ def score_encoded(
     window: int,
     plan: BatchPlan,
     on_batch: Callable[[int], None] | None = None,
+    scorer: LlamaScorer | None = None,
 ) -> list[OptionScores]:
-    """Score every option of every request; ``on_batch(rows_done)`` after each forward pass."""
+    """Score every option of every request; ``on_batch(rows_done)`` after each forward pass.
+
+    With a ``scorer`` the forward pass is its own; without one, ``model``'s.
+    """
     import torch
 
     rows = _rows(requests, window)
@@ -102,7 +110,12 @@ def score_encoded(
     started = time.perf_counter()
     with torch.inference_mode():
         for batch in _batches(rows, plan):
-            _run_batch(model, batch, requests, totals, pad_id=pad_id)
+            logits = (
+                _scorer_logits(scorer, batch, pad_id)
+                if scorer is not None
+                else _model_logits(model, batch, pad_id)
+            )
+            _pick(logits, batch, requests, totals)
             if on_batch is not None:
                 on_batch(len(batch))
     # Latency is the batch's wall time shared evenly: per-item timing is not observable here.
@@ -121,14 +134,8 @@ def score_encoded(
     ]
 
 
-def _run_batch(
-    model: Any,
-    batch: list[_Row],
-    requests: Sequence[EncodedRequest],
-    totals: list[list[float]],
-    *,
-    pad_id: int,
-) -> None:
+def _model_logits(model: Any, batch: list[_Row], pad_id: int) -> Any:
+    """transformers' forward on a left-padded batch: logits at the last ``keep`` positions."""
     import torch
 
     length = max(len(row.tokens) for row in batch)
@@ -140,9 +147,30 @@ def _run_batch(
         mask[i, length - len(row.tokens) :] = 1
     # Left padding needs explicit positions: each row counts from 0 at its first real token.
     positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-    logits = model(
+    return model(
         input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep
     ).logits
+
+
+def _scorer_logits(scorer: LlamaScorer, batch: list[_Row], pad_id: int) -> Any:
+    """The scorer's forward on a right-padded batch: the same logits as :func:`_model_logits`."""
+    import torch
+
+    length = max(len(row.tokens) for row in batch)
+    ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
+    for i, row in enumerate(batch):
+        ids[i, : len(row.tokens)] = torch.tensor(row.tokens, dtype=torch.long)
+    lengths = torch.tensor([len(row.tokens) for row in batch])
+    return scorer.logits(ids, lengths, keep=max(row.width for row in batch))
+
+
+def _pick(
+    logits: Any, batch: list[_Row], requests: Sequence[EncodedRequest], totals: list[list[float]]
+) -> None:
+    """Add each continuation's log-probability, read from its row's last positions, to ``totals``."""
+    import torch
+
+    keep = logits.shape[1]
     # Softmax in float64 whatever the model dtype, so bf16 runs lose nothing more here.
     logsoft = torch.log_softmax(logits.double(), dim=-1)
     for i, row in enumerate(batch):

@@ -30,6 +30,7 @@ from cogem.llm.batch_scoring import (
     score_encoded,
 )
 from cogem.llm.chat_template import render_chat
+from cogem.llm.llama_scoring import LlamaScorer
 from cogem.llm.model_files import (
     ModelLocation,
     dir_weights_sha256,
@@ -367,9 +368,15 @@ class TransformersLLM:
                     window=self.context_window,
                     plan=plan or BatchPlan(),
                     on_batch=on_batch,
+                    scorer=LlamaScorer.for_model(self._model),
                 )
             )
         return [next(scored) if isinstance(e, EncodedRequest) else e for e in encoded]
+
+    @property
+    def scoring_forward(self) -> str:
+        """Which forward pass :meth:`score_batch` runs now: ``cogem-llama`` or ``transformers``."""
+        return "transformers" if LlamaScorer.for_model(self._model) is None else "cogem-llama"
 
     @property
     def context_window(self) -> int:

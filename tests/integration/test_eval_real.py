@@ -122,6 +122,7 @@ def test_batched_scores_equal_single_scores_including_multi_token_options() -> N
     from cogem.llm.transformers_backend import TransformersLLM
 
     llm = TransformersLLM.load(None)
+    assert llm.scoring_forward == "cogem-llama"  # the batches below run cogem's Llama forward
     suite = load_suite("ethics_justice")
     items = suite.load_items(ETHICS)[0][:24]
     # Single-token choices share one row; multi-token ones take one row each.
@@ -187,6 +188,7 @@ def test_workers_die_with_a_killed_eval_and_resume_scores_like_one_process(tmp_p
     records = read_samples(out)
     assert len(records) == len({r.item_id for r in records}) == 320
     assert read_manifest(out).decoding["workers"] == 2
+    assert read_manifest(out).decoding["forward"] == "cogem-llama"
     # The workers' scores are the in-process model's (batch shapes differ: float rounding only).
     llm = TransformersLLM.load(None)
     choices = list(load_suite("ethics_cm").config.prompt.choices)
