@@ -112,8 +112,9 @@ class LlamaScorer:
         rows, width = ids.shape
         inner = self._model.model
         x = inner.embed_tokens(ids).reshape(rows * width, -1)
-        cos, sin = self._rotary(inner, x, torch.arange(width).unsqueeze(0))
-        picked = (lengths.unsqueeze(1) - keep + torch.arange(keep)).clamp(min=0)
+        cos, sin = self._rotary(inner, x, torch.arange(width, device=ids.device).unsqueeze(0))
+        picked = lengths.to(ids.device).unsqueeze(1) - keep + torch.arange(keep, device=ids.device)
+        picked = picked.clamp(min=0)
         for layer in self._layers[:-1]:
             h = self._norm(x, layer.norm_in)
             q = self._rope(F.linear(h, layer.q).view(rows, width, self._heads, -1), cos, sin)
@@ -143,7 +144,8 @@ class LlamaScorer:
         q = F.linear(h_at, layer.q).view(rows, keep, self._heads, -1)
         q = self._rope(q, cos[0, picked], sin[0, picked])
         # Position p sees keys 0..p: the causal mask, per row, for queries at picked positions.
-        visible = torch.arange(width).view(1, 1, 1, width) <= picked.view(rows, 1, keep, 1)
+        keys = torch.arange(width, device=x.device).view(1, 1, 1, width)
+        visible = keys <= picked.view(rows, 1, keep, 1)
         mixed = F.scaled_dot_product_attention(
             q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=visible,
             scale=self._scale, enable_gqa=self._heads != self._kv_heads,
