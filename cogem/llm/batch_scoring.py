@@ -134,19 +134,29 @@ def score_encoded(
     ]
 
 
+def _padded(batch: list[_Row], pad_id: int, *, left: bool) -> tuple[Any, Any]:
+    """The batch's token ids padded to one width (on the left or right), and each row's length."""
+    import torch
+
+    lengths = torch.tensor([len(row.tokens) for row in batch])
+    width = int(lengths.max())
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    for i, row in enumerate(batch):
+        span = slice(width - len(row.tokens), width) if left else slice(0, len(row.tokens))
+        ids[i, span] = torch.tensor(row.tokens, dtype=torch.long)
+    return ids, lengths
+
+
 def _model_logits(model: Any, batch: list[_Row], pad_id: int) -> Any:
     """transformers' forward on a left-padded batch: logits at the last ``keep`` positions."""
     import torch
 
-    length = max(len(row.tokens) for row in batch)
-    keep = max(row.width for row in batch)
-    ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), length), dtype=torch.long)
-    for i, row in enumerate(batch):
-        ids[i, length - len(row.tokens) :] = torch.tensor(row.tokens, dtype=torch.long)
-        mask[i, length - len(row.tokens) :] = 1
-    # Left padding needs explicit positions: each row counts from 0 at its first real token.
+    ids, lengths = _padded(batch, pad_id, left=True)
+    # Left padding needs a mask and explicit positions: each row counts from 0 at its first
+    # real token.
+    mask = (torch.arange(ids.shape[1]) >= ids.shape[1] - lengths.unsqueeze(1)).long()
     positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    keep = max(row.width for row in batch)
     return model(
         input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep
     ).logits
@@ -154,13 +164,7 @@ def _model_logits(model: Any, batch: list[_Row], pad_id: int) -> Any:
 
 def _scorer_logits(scorer: LlamaScorer, batch: list[_Row], pad_id: int) -> Any:
     """The scorer's forward on a right-padded batch: the same logits as :func:`_model_logits`."""
-    import torch
-
-    length = max(len(row.tokens) for row in batch)
-    ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
-    for i, row in enumerate(batch):
-        ids[i, : len(row.tokens)] = torch.tensor(row.tokens, dtype=torch.long)
-    lengths = torch.tensor([len(row.tokens) for row in batch])
+    ids, lengths = _padded(batch, pad_id, left=False)
     return scorer.logits(ids, lengths, keep=max(row.width for row in batch))
 
 
